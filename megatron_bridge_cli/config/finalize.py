@@ -1,0 +1,157 @@
+"""finalize(): the one step that derives every dependent value, then validates.
+
+Layers (recipe < YAML < flags) and Python overrides only set user fields. finalize() works on
+a deep copy, so the user's container keeps its own values and can be changed and finalized
+again: derived values are always fresh, and finalizing a finalized container changes nothing.
+Derived values go to ``init=False`` fields (no flag, not saved in YAML), except the ones
+megatron-core derives itself in TransformerConfig/OptimizerConfig/DDPConfig ``__post_init__``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import torch
+
+from megatron_bridge_cli.config.precision import precision_assignments
+from megatron_bridge_cli.config.validation import check_schedule, collect_problems, parallel_product
+from megatron_bridge_cli.errors import ValidationError
+
+__all__ = ["finalize", "validate", "BYTE_LEVEL_VOCAB_SIZE"]
+
+log = logging.getLogger(__name__)
+
+BYTE_LEVEL_VOCAB_SIZE = 257
+"""256 byte values plus end-of-document."""
+
+
+def _set_unless_explicit(cfg, section: str, name: str, value, reason: str) -> None:
+    """Set cfg.<section>.<name> unless the user set it explicitly; warn when they disagree."""
+    obj = getattr(cfg, section)
+    current = getattr(obj, name)
+    if current == value:
+        return
+    path = f"{section}.{name}"
+    if path in cfg.explicit_paths:
+        log.warning("--%s=%s (explicit) overrides %s, which implies %s", path, current, reason, value)
+        return
+    setattr(obj, name, value)
+
+
+def apply_mixed_precision(cfg) -> None:
+    if cfg.mixed_precision is None:
+        return
+    for section, name, value in precision_assignments(cfg.mixed_precision):
+        _set_unless_explicit(cfg, section, name, value, "the --mixed_precision settings")
+
+
+def apply_comm_overlap(cfg) -> None:
+    co = cfg.comm_overlap
+    if co is None:
+        return
+    targets = {
+        "overlap_grad_reduce": "ddp", "overlap_param_gather": "ddp", "bucket_size": "ddp",
+        "overlap_p2p_comm": "model", "batch_p2p_comm": "model",
+    }
+    for name, section in targets.items():
+        value = getattr(co, name)
+        if value is not None:
+            _set_unless_explicit(cfg, section, name, value, f"--comm_overlap.{name}")
+    for name in ("tp_comm_overlap", "defer_embedding_wgrad_compute"):
+        _set_unless_explicit(cfg, "model", name, getattr(co, name), f"--comm_overlap.{name}")
+
+
+def derive_parallelism(cfg, world_size: int) -> list[str]:
+    m, problems = cfg.model, []
+    if m.pipeline_model_parallel_size > 1 and m.pipeline_dtype is None:
+        m.pipeline_dtype = m.params_dtype
+    gloo = cfg.dist.distributed_backend == "gloo" or (
+        cfg.dist.distributed_backend is None and not torch.cuda.is_available()
+    )
+    if gloo and m.virtual_pipeline_model_parallel_size and m.batch_p2p_comm:
+        # Batched isend/irecv on gloo reorders messages of the interleaved schedule and silently
+        # corrupts gradients; unbatched p2p is correct.
+        if "model.batch_p2p_comm" in cfg.explicit_paths:
+            problems.append("--model.batch_p2p_comm must be false for interleaved pipeline parallel on gloo")
+        else:
+            log.warning("setting --model.batch_p2p_comm=false: interleaved pipeline parallel on gloo needs it")
+            m.batch_p2p_comm = False
+    t = cfg.train
+    t.data_parallel_size = world_size // parallel_product(m)
+    t.num_microbatches = t.global_batch_size // (t.micro_batch_size * t.data_parallel_size)
+    eval_gbs = t.eval_global_batch_size or t.global_batch_size
+    eval_mbs = t.eval_micro_batch_size or t.micro_batch_size
+    t.eval_num_microbatches = eval_gbs // (eval_mbs * t.data_parallel_size)
+    return problems
+
+
+def derive_run_length(cfg) -> None:
+    """Total iterations and scheduler lengths, counted in samples as OptimizerParamScheduler does."""
+    t, s, o = cfg.train, cfg.scheduler, cfg.optimizer
+    gbs = t.global_batch_size
+    if t.train_iters is not None:
+        t.total_iters = t.train_iters
+        s.lr_decay_steps = (s.lr_decay_iters or t.train_iters) * gbs
+        s.wd_incr_steps = t.train_iters * gbs
+        s.wsd_decay_steps = s.lr_wsd_decay_iters * gbs if s.lr_wsd_decay_iters is not None else None
+        warmup = s.lr_warmup_iters * gbs
+    else:
+        t.total_iters = t.train_samples // gbs
+        s.lr_decay_steps = s.lr_decay_samples or t.train_samples
+        s.wd_incr_steps = t.train_samples
+        s.wsd_decay_steps = s.lr_wsd_decay_samples
+        warmup = s.lr_warmup_samples
+    s.lr_warmup_steps = int(s.lr_warmup_fraction * s.lr_decay_steps) if s.lr_warmup_fraction is not None else warmup
+    if o.min_lr is None:
+        o.min_lr = 0.0  # OptimizerParamScheduler asserts min_lr is a number
+
+
+def derive_vocab_and_data(cfg) -> None:
+    m, tok = cfg.model, cfg.tokenizer
+    if m.vocab_size is None:
+        if tok.tokenizer_type == "ByteLevelTokenizer":
+            m.vocab_size = BYTE_LEVEL_VOCAB_SIZE
+        elif tok.vocab_size is not None:
+            m.vocab_size = tok.vocab_size
+    cfg.dataset.sequence_length = cfg.dataset.seq_length or m.seq_length
+
+
+def run_megatron_checks(cfg) -> list[str]:
+    """megatron-core's own __post_init__ derivations and checks, turned into problems."""
+    problems = []
+    for section in ("model", "optimizer", "ddp"):
+        try:
+            getattr(cfg, section).finalize()
+        except (ValueError, AssertionError, RuntimeError, TypeError) as e:
+            problems.append(f"--{section}: {e}")
+    return problems
+
+
+def finalize(cfg, world_size: int = 1):
+    """Return a derived and validated copy of ``cfg`` for ``world_size`` ranks.
+
+    Raises ValidationError listing every problem found.
+    """
+    cfg = copy.deepcopy(cfg)
+    problems = collect_problems(cfg, world_size)
+    apply_mixed_precision(cfg)
+    apply_comm_overlap(cfg)
+    # Each derivation runs only when its inputs are sane, so one bad value does not hide others.
+    mp, t = parallel_product(cfg.model), cfg.train
+    if mp >= 1 and world_size % mp == 0 and t.micro_batch_size >= 1 and t.global_batch_size >= 1:
+        problems += derive_parallelism(cfg, world_size)
+    if (t.train_iters is None) != (t.train_samples is None) and t.global_batch_size >= 1:
+        derive_run_length(cfg)
+        problems += check_schedule(cfg)
+    derive_vocab_and_data(cfg)
+    if not problems:  # megatron-core stops at its first problem: let ours speak first
+        problems += run_megatron_checks(cfg)
+    if problems:
+        raise ValidationError(problems)
+    return cfg
+
+
+def validate(cfg, world_size: int = 1) -> None:
+    """Raise ValidationError with every problem of ``cfg`` at ``world_size``; change nothing."""
+    finalize(cfg, world_size)

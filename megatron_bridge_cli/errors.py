@@ -1,0 +1,20 @@
+"""The two kinds of failure bridge-train tells apart: a user's config mistake (exit 2) and the rest."""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "ValidationError"]
+
+
+class ConfigError(Exception):
+    """A mistake in flags, YAML files or recipes: reported as one paragraph, exit code 2."""
+
+    exit_code = 2
+
+
+class ValidationError(ConfigError):
+    """Every problem validate() found, reported together."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid configuration ({len(self.problems)} problem(s)):\n{lines}")

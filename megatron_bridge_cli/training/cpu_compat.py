@@ -1,0 +1,217 @@
+"""Let megatron-core train on a machine without CUDA (gloo backend, CPU tensors).
+
+megatron-core 0.16 assumes a GPU in a handful of places that have nothing to do with the
+maths. Instead of forking those call sites, this module makes "cuda" mean "cpu" for the
+process, and only when ``torch.cuda.is_available()`` is False:
+
+* a process-wide :class:`torch.overrides.TorchFunctionMode` (:class:`_CudaAsCpuMode`) rewrites
+  cuda devices to cpu on every torch call, makes ``Tensor.cuda()`` a no-op, drops pinned
+  memory and makes ``Tensor.type()`` answer ``torch.cuda.*``;
+* a few ``torch.cuda`` functions that raise on a CPU-only build are replaced
+  (``current_device``, ``synchronize``, ``set_device`` and the RNG state functions);
+* megatron's model-parallel RNG tracker is pointed at the CPU generator.
+
+Limitations (by design, documented for callers):
+
+* The mode lives on torch's *per-thread* mode stack. :func:`apply_cpu_compat` enters it in the
+  calling thread; a thread of your own that creates tensors on "cuda" must call
+  :func:`apply_cpu_compat` itself (cheap and idempotent). Autograd runs CPU backward passes on
+  the calling thread, so DDP gradient hooks are covered. Processes started with ``spawn``
+  (e.g. dist_checkpointing's async writers) start without the layer.
+* On CPU there is one generator, so "cpu" and "cuda" RNG states are the same state.
+* ``torch.cuda.Event``/``Stream``/``nvtx`` and ``reset_peak_memory_stats`` still raise; the
+  megatron-core paths in use (GPT local spec, DDP, optimizer incl. distributed optimizer,
+  no-pipelining/1F1B/interleaved schedules, dist_checkpointing sync save/load) do not touch
+  them. ``torch.cuda.memory_allocated`` & co. already return 0 on a CPU build.
+* ``torch.cuda.device_count()`` stays 0 and ``is_available()`` stays False, so code can still
+  tell it runs on CPU (megatron-core's async checkpoint worker divides by ``device_count()``:
+  use synchronous checkpoint saves on CPU).
+* Each torch call goes through the mode: roughly 45% slower steps. Fine for tests and demos.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+__all__ = ["apply_cpu_compat", "cpu_compat_active"]
+
+_CPU = torch.device("cpu")
+_lock = threading.Lock()
+_thread_state = threading.local()  # .entered: the mode is on this thread's stack
+_patched = False  # process-wide torch.cuda / megatron patches are in place
+
+
+def _as_cpu(device: Any) -> Any:
+    """Map a cuda device spec (``'cuda'``, ``'cuda:1'``, ``torch.device('cuda')``, an int
+    index as returned by ``torch.cuda.current_device()``) to cpu; leave anything else as is."""
+    if isinstance(device, torch.device):
+        return _CPU if device.type == "cuda" else device
+    if isinstance(device, str):
+        return _CPU if device.startswith("cuda") else device
+    if isinstance(device, int) and not isinstance(device, bool):
+        return _CPU  # a bare index always names an accelerator
+    return device
+
+
+def _cuda_type_name(tensor: torch.Tensor) -> str:
+    """``'torch.FloatTensor'`` -> ``'torch.cuda.FloatTensor'``.
+
+    optimizer/clip_grads.py (get_grad_norm_fp32 path) asserts
+    ``param.grad.type() == 'torch.cuda.FloatTensor'``, and optimizer/optimizer.py and
+    optimizer/distrib_optimizer.py pick the fp32/fp16/bf16 branch by comparing ``.type()``
+    with ``'torch.cuda.*Tensor'`` strings (anything else raises).
+    """
+    name = torch._C.TensorBase.type(tensor)
+    return "torch.cuda." + name[len("torch.") :] if name.count(".") == 1 else name
+
+
+class _CudaAsCpuMode(TorchFunctionMode):
+    """Rewrite every torch call so that CUDA requests are served on the CPU.
+
+    Call sites this exists for (megatron-core 0.16.1): ``device='cuda'`` in
+    optimizer/optimizer.py (found_inf, _scale_one), optimizer/clip_grads.py,
+    pipeline_parallel/schedules.py (total_num_tokens), distributed/param_and_grad_buffer.py;
+    ``device=torch.cuda.current_device()`` (an int, see ``_current_device``) in
+    utils.GlobalMemoryBuffer, models/gpt/gpt_model.py, tensor_parallel/layers.py and
+    mappings.py, pipeline_parallel/p2p_communication.py; ``.cuda()`` in
+    models/common/language_module (tied embeddings) and optimizer state reloads;
+    ``pin_memory=True`` in rope_utils and param_and_grad_buffer offloading.
+    """
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: tuple = (),
+        kwargs: dict | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func is _T_CUDA or func is _T_PIN_MEMORY:
+            return args[0]  # already "on the device" / pinning needs an accelerator
+        if func is _T_TYPE and len(args) == 1 and kwargs.get("dtype") is None:
+            return _cuda_type_name(args[0])
+        if func is _T_TO and len(args) > 1:
+            args = (args[0], _as_cpu(args[1])) + tuple(args[2:])  # t.to('cuda'), t.to(0)
+        if "device" in kwargs or "pin_memory" in kwargs:
+            kwargs = dict(kwargs)
+            if "device" in kwargs:
+                kwargs["device"] = _as_cpu(kwargs["device"])
+            if kwargs.get("pin_memory"):
+                kwargs["pin_memory"] = False
+        return func(*args, **kwargs)
+
+
+_T_CUDA = torch.Tensor.cuda
+_T_PIN_MEMORY = torch.Tensor.pin_memory
+_T_TYPE = torch.Tensor.type
+_T_TO = torch.Tensor.to
+_MODE = _CudaAsCpuMode()
+
+
+def _current_device() -> int:
+    """Stand-in for ``torch.cuda.current_device`` (which asserts on CPU builds).
+
+    Returns 0 like a one-GPU machine, so call sites that format or compare it keep working;
+    the mode maps the int to cpu wherever it is used as a device.
+    """
+    return 0
+
+
+def _noop(*_args: Any, **_kwargs: Any) -> None:
+    """Stand-in for ``torch.cuda.synchronize`` / ``set_device`` (nothing to wait for/select)."""
+
+
+def _cpu_get_rng_state(*_args: Any, **_kwargs: Any) -> torch.Tensor:
+    """The CPU generator state stands in for the (single) CUDA generator state."""
+    return torch.get_rng_state()
+
+
+def _cpu_set_rng_state(new_state: torch.Tensor, *_args: Any, **_kwargs: Any) -> None:
+    """Set the CPU generator; accepts megatron's ``device=``/``graph_safe=`` arguments."""
+    torch.set_rng_state(new_state)
+
+
+def _cpu_manual_seed(seed: int) -> None:
+    """Seed the CPU generator. Not ``torch.manual_seed``: that calls
+    ``torch.cuda.manual_seed_all`` and would loop back here if that were patched too."""
+    torch.default_generator.manual_seed(int(seed))
+
+
+class _DropRngWarning(logging.Filter):
+    """CudaRNGStatesTracker.fork() warns when the CPU RNG state changed inside the fork. On CPU
+    the forked ("cuda") generator *is* the CPU generator, so that warning would fire on every
+    fork that draws random numbers (weight init, dropout) and means nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "CPU RNG state changed within GPU RNG context" not in record.getMessage()
+
+
+def _patch_torch_cuda() -> None:
+    """Replace the ``torch.cuda`` functions megatron-core calls unconditionally."""
+    # Used as a device for buffers/parameters (GlobalMemoryBuffer, GPTModel, TP layers, p2p).
+    torch.cuda.current_device = _current_device
+    # parallel_state, p2p_communication (use_ring_exchange / batch_p2p_sync),
+    # DistributedDataParallel.offload/reload, dist_checkpointing fully_parallel.
+    torch.cuda.synchronize = _noop
+    # Launch code commonly calls set_device(local_rank); AttributeError on CPU builds.
+    torch.cuda.set_device = _noop
+    # tensor_parallel/random.py: CudaRNGStatesTracker.add() reads/seeds the CUDA generator,
+    # model_parallel_cuda_manual_seed() seeds it for the data-parallel state, and
+    # rerun_state_machine saves/restores it. get_rng_state asserts on CPU builds; manual_seed
+    # is a silent lazy no-op there, which would leave the default state unseeded.
+    torch.cuda.get_rng_state = _cpu_get_rng_state
+    torch.cuda.set_rng_state = _cpu_set_rng_state
+    torch.cuda.manual_seed = _cpu_manual_seed
+
+
+def _patch_megatron_rng() -> None:
+    """Point megatron's RNG tracker (fork(), activation recompute) at the CPU generator."""
+    from megatron.core.tensor_parallel import random as mcore_random
+
+    # fork() and CheckpointFunction use these module-level helpers. _get_cuda_rng_state calls
+    # torch.cuda.random.get_rng_state (asserts), and _set_cuda_rng_state goes through
+    # torch.cuda._lazy_call, which on a CPU build queues the call forever: the tracker would
+    # silently never switch states.
+    mcore_random._get_cuda_rng_state = _cpu_get_rng_state
+    mcore_random._set_cuda_rng_state = _cpu_set_rng_state
+    logging.getLogger(mcore_random.__name__).addFilter(_DropRngWarning())
+
+
+def _enter_mode_in_this_thread() -> None:
+    """Push the mode on this thread's torch-function mode stack, once, and keep it there."""
+    if not getattr(_thread_state, "entered", False):
+        _MODE.__enter__()
+        _thread_state.entered = True
+
+
+def apply_cpu_compat() -> bool:
+    """Activate the CPU compatibility layer when CUDA is absent.
+
+    Idempotent: the process-wide patches are applied once; the mode is entered once per
+    calling thread. Call it before building models/optimizers (and in any extra thread that
+    creates tensors through megatron-core).
+
+    Returns:
+        True when the layer is active (no CUDA), False when CUDA is available and nothing
+        was changed.
+    """
+    global _patched
+    if torch.cuda.is_available():
+        return False
+    with _lock:
+        if not _patched:
+            _patch_torch_cuda()
+            _patch_megatron_rng()
+            _patched = True
+    _enter_mode_in_this_thread()
+    return True
+
+
+def cpu_compat_active() -> bool:
+    """Whether :func:`apply_cpu_compat` has activated the layer in this process."""
+    return _patched
