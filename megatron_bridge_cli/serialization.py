@@ -102,7 +102,7 @@ def encode(value: Any, where: str = "") -> Any:
     if isinstance(value, dict):
         return {str(k): encode(v, _join(where, k)) for k, v in value.items()}
     if isinstance(value, functools.partial):
-        data = {"_target_": _qualified_name(value.func), "_partial_": True}
+        data = {"_target_": encode(value.func, where)["_target_"], "_partial_": True}
         if value.args:
             data["_args_"] = [encode(a, where) for a in value.args]
         data.update({k: encode(v, _join(where, k)) for k, v in value.keywords.items()})

@@ -117,9 +117,9 @@ class ConfigContainer:
             serialization.dump_yaml(self, path)
         return serialization.to_yaml_str(self)
 
-    def print_yaml(self, file: TextIO = sys.stdout) -> None:
-        """Print the container as YAML (the format from_yaml reads)."""
-        file.write(self.to_yaml())
+    def print_yaml(self, file: Optional[TextIO] = None) -> None:
+        """Print the container as YAML (the format from_yaml reads) to ``file`` or stdout."""
+        (file or sys.stdout).write(self.to_yaml())
 
     @classmethod
     def from_yaml(cls, path: str) -> "ConfigContainer":

@@ -65,10 +65,10 @@ def check_batch(cfg, world_size: int) -> list[str]:
     if mp < 1 or world_size % mp:
         return problems  # reported by check_parallelism; DP is undefined
     dp = world_size // mp
-    for gbs_flag, gbs, mbs_flag, mbs in (
-        ("global_batch_size", t.global_batch_size, "micro_batch_size", t.micro_batch_size),
-        ("eval_global_batch_size", t.eval_global_batch_size, "eval_micro_batch_size", t.eval_micro_batch_size),
-    ):
+    pairs = [("global_batch_size", t.global_batch_size, "micro_batch_size", t.micro_batch_size)]
+    if t.eval_global_batch_size is not None or t.eval_micro_batch_size is not None:
+        pairs.append(("eval_global_batch_size", t.eval_global_batch_size, "eval_micro_batch_size", t.eval_micro_batch_size))
+    for gbs_flag, gbs, mbs_flag, mbs in pairs:
         gbs = t.global_batch_size if gbs is None else gbs
         mbs = t.micro_batch_size if mbs is None else mbs
         if mbs < 1 or gbs < 1:
@@ -86,10 +86,10 @@ def check_run_length(cfg) -> list[str]:
     if (t.train_iters is None) == (t.train_samples is None):
         which = "both are set" if t.train_iters is not None else "neither is set"
         problems.append(f"set exactly one of --train.train_iters and --train.train_samples ({which})")
-    if t.train_iters is not None:
+    if t.train_iters is not None and t.train_samples is None:
         if s.lr_warmup_samples or s.lr_decay_samples is not None or s.lr_wsd_decay_samples is not None:
             problems.append("--scheduler.lr_*_samples need --train.train_samples; with --train.train_iters use --scheduler.lr_*_iters")
-    if t.train_samples is not None:
+    if t.train_samples is not None and t.train_iters is None:
         if s.lr_warmup_iters or s.lr_decay_iters is not None or s.lr_wsd_decay_iters is not None:
             problems.append("--scheduler.lr_*_iters need --train.train_iters; with --train.train_samples use --scheduler.lr_*_samples")
     if s.lr_warmup_fraction is not None and (s.lr_warmup_iters or s.lr_warmup_samples):
