@@ -112,8 +112,8 @@ def derive_vocab_and_data(cfg) -> None:
     if m.vocab_size is None:
         if tok.tokenizer_type == "ByteLevelTokenizer":
             m.vocab_size = BYTE_LEVEL_VOCAB_SIZE
-        elif tok.vocab_size is not None:
-            m.vocab_size = tok.vocab_size
+        elif tok.tokenizer_type == "NullTokenizer" and tok.vocab_size is not None:
+            m.vocab_size = tok.vocab_size + 1  # + end-of-document
     cfg.dataset.sequence_length = cfg.dataset.seq_length or m.seq_length
 
 

@@ -12,24 +12,16 @@ __all__ = ["TokenizerConfig"]
 class TokenizerConfig:
     """Tokenizer kind and the files it loads."""
 
-    tokenizer_type: Literal[
-        "NullTokenizer", "ByteLevelTokenizer", "HuggingFaceTokenizer", "GPT2BPETokenizer",
-        "SentencePieceTokenizer",
-    ] = "NullTokenizer"
-    """NullTokenizer: ids are given (mock or preprocessed data); ByteLevelTokenizer: UTF-8 bytes
-    (256 ids + end-of-document), needs no files; the others load tokenizer_model or vocab files."""
+    tokenizer_type: Literal["NullTokenizer", "ByteLevelTokenizer", "HuggingFaceTokenizer"] = "NullTokenizer"
+    """NullTokenizer: ids are given (mock or preprocessed data), vocab_size ids + end-of-document;
+    ByteLevelTokenizer: UTF-8 bytes (256 ids + end-of-document), needs no files;
+    HuggingFaceTokenizer: loads tokenizer_model with `transformers` (GPT-2 BPE, SentencePiece, ...)."""
 
     vocab_size: Optional[int] = None
-    """Vocabulary size of NullTokenizer (the model's vocab_size is used when None)."""
+    """Ids of NullTokenizer before its end-of-document id (so the vocabulary is vocab_size + 1)."""
 
     tokenizer_model: Optional[str] = None
-    """HuggingFace model name or folder, or SentencePiece .model file."""
-
-    vocab_file: Optional[str] = None
-    """Vocabulary file (GPT2BPETokenizer)."""
-
-    merge_file: Optional[str] = None
-    """BPE merges file (GPT2BPETokenizer)."""
+    """HuggingFace tokenizer folder (or cached model name) for HuggingFaceTokenizer."""
 
     trust_remote_code: bool = False
     """Let HuggingFace tokenizers run code from the model repository."""

@@ -148,8 +148,10 @@ def test_vocab_size_from_tokenizer():
     cfg.tokenizer.tokenizer_type = "ByteLevelTokenizer"
     assert finalize(cfg).model.padded_vocab_size == 384  # 257 -> next multiple of 128
     cfg.tokenizer.tokenizer_type = "NullTokenizer"
-    cfg.tokenizer.vocab_size = 1000
+    cfg.tokenizer.vocab_size = 1023  # + end-of-document = 1024
     assert finalize(cfg).model.padded_vocab_size == 1024
+    cfg.tokenizer.vocab_size = 1024
+    assert finalize(cfg).model.padded_vocab_size == 1152
 
 
 def test_mixed_precision_preset_applies_and_explicit_values_win(caplog):

@@ -1,0 +1,137 @@
+"""Tokenizers behind TokenizerConfig, in the interface megatron-core datasets expect.
+
+megatron-core's GPTDataset reads ``tokenizer.eod`` (document separator), ``vocab_size`` and
+``unique_identifiers`` (part of its index cache key); preprocessing calls ``tokenize``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import numpy
+from megatron.core.datasets.megatron_tokenizer import MegatronLegacyTokenizer
+
+from megatron_bridge_cli.config.tokenizer import TokenizerConfig
+from megatron_bridge_cli.errors import ConfigError
+
+# megatron-core warns that its legacy tokenizer base class is deprecated; its datasets still use
+# exactly this interface in 0.16, so the warning says nothing the user can act on.
+logging.getLogger("megatron.core.datasets.megatron_tokenizer").setLevel(logging.ERROR)
+
+__all__ = ["ByteLevelTokenizer", "NullTokenizer", "HuggingFaceTokenizer", "build_tokenizer"]
+
+
+class ByteLevelTokenizer(MegatronLegacyTokenizer):
+    """UTF-8 bytes as ids 0-255 and end-of-document as 256: any text, no vocabulary files."""
+
+    def __init__(self):
+        super().__init__(tokenizer_type="ByteLevelTokenizer")
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def detokenize(self, ids) -> str:
+        return bytes(int(i) for i in ids if int(i) < 256).decode("utf-8", errors="replace")
+
+    @property
+    def vocab_size(self) -> int:
+        return 257
+
+    @property
+    def vocab(self):
+        return {bytes([i]).decode("latin-1"): i for i in range(256)} | {"<eod>": 256}
+
+    @property
+    def inv_vocab(self):
+        return {i: t for t, i in self.vocab.items()}
+
+    @property
+    def eod(self) -> int:
+        return 256
+
+
+class NullTokenizer(MegatronLegacyTokenizer):
+    """Ids are already tokens (mock or pre-tokenized data): ``vocab_size`` ids plus end-of-document."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__(tokenizer_type="NullTokenizer", vocab_size=vocab_size)
+        self._ids = int(vocab_size)
+
+    def tokenize(self, text: str) -> list[int]:
+        return [int(t) for t in text.split()]
+
+    def detokenize(self, ids) -> str:
+        return " ".join(str(int(i)) for i in ids)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._ids + 1
+
+    @property
+    def vocab(self):
+        raise NotImplementedError("NullTokenizer has no vocabulary")
+
+    @property
+    def inv_vocab(self):
+        raise NotImplementedError("NullTokenizer has no vocabulary")
+
+    @property
+    def eod(self) -> int:
+        return self._ids
+
+
+class HuggingFaceTokenizer(MegatronLegacyTokenizer):
+    """A `transformers` tokenizer loaded from a local folder (or the local HF cache)."""
+
+    def __init__(self, path: str, trust_remote_code: bool = False):
+        super().__init__(path, tokenizer_type="HuggingFaceTokenizer")
+        try:
+            from transformers import AutoTokenizer
+        except ImportError:
+            raise ConfigError("--tokenizer.tokenizer_type=HuggingFaceTokenizer needs `pip install transformers`") from None
+        try:
+            self._tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except OSError as e:
+            raise ConfigError(f"--tokenizer.tokenizer_model={path!r} cannot be loaded: {e}") from None
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._tok(text, add_special_tokens=False)["input_ids"]
+
+    def detokenize(self, ids) -> str:
+        return self._tok.decode(list(ids))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._tok)
+
+    @property
+    def vocab(self):
+        return self._tok.get_vocab()
+
+    @property
+    def inv_vocab(self):
+        return {i: t for t, i in self.vocab.items()}
+
+    @property
+    def eod(self) -> int:
+        return self._tok.eos_token_id
+
+
+def build_tokenizer(cfg: TokenizerConfig, model_vocab_size: Optional[int] = None) -> MegatronLegacyTokenizer:
+    """The tokenizer ``cfg`` names. NullTokenizer takes its size from the model when unset."""
+    if cfg.tokenizer_type == "ByteLevelTokenizer":
+        return ByteLevelTokenizer()
+    if cfg.tokenizer_type == "NullTokenizer":
+        ids = cfg.vocab_size if cfg.vocab_size is not None else (model_vocab_size or 0) - 1
+        if ids < 1:
+            raise ConfigError("NullTokenizer needs --tokenizer.vocab_size or --model.vocab_size")
+        return NullTokenizer(ids)
+    if not cfg.tokenizer_model:
+        raise ConfigError("--tokenizer.tokenizer_type=HuggingFaceTokenizer needs --tokenizer.tokenizer_model")
+    return HuggingFaceTokenizer(cfg.tokenizer_model, cfg.trust_remote_code)
+
+
+def token_dtype(vocab_size: int):
+    """Smallest numpy dtype that holds every id (what .bin files store)."""
+    return numpy.uint16 if vocab_size <= numpy.iinfo(numpy.uint16).max + 1 else numpy.int32

@@ -1,0 +1,40 @@
+#!/usr/bin/env python
+"""Tokenize text or JSONL files into a megatron-core indexed dataset for --dataset.data_path.
+
+    python scripts/preprocess_data.py --input a.jsonl b.txt --output-prefix data/corpus \
+        --tokenizer-type ByteLevelTokenizer
+"""
+
+import argparse
+import sys
+
+from megatron_bridge_cli.config.tokenizer import TokenizerConfig
+from megatron_bridge_cli.data.preprocess import iter_documents, stdlib_text_files, write_indexed_dataset
+from megatron_bridge_cli.data.tokenizers import build_tokenizer
+from megatron_bridge_cli.errors import ConfigError
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", nargs="+", help="text files (one document each) or .jsonl files")
+    source.add_argument("--python-stdlib-mb", type=float, help="use this many MB of Python's stdlib sources")
+    parser.add_argument("--output-prefix", required=True, help="writes PREFIX.bin and PREFIX.idx")
+    parser.add_argument("--json-key", default="text", help="field of each JSON line holding the text")
+    parser.add_argument("--tokenizer-type", default="ByteLevelTokenizer",
+                        choices=["ByteLevelTokenizer", "HuggingFaceTokenizer"])
+    parser.add_argument("--tokenizer-model", help="HuggingFace tokenizer folder")
+    args = parser.parse_args(argv)
+    try:
+        tokenizer = build_tokenizer(TokenizerConfig(tokenizer_type=args.tokenizer_type, tokenizer_model=args.tokenizer_model))
+        files = args.input or stdlib_text_files(int(args.python_stdlib_mb * 2**20))
+        stats = write_indexed_dataset(iter_documents(files, args.json_key), tokenizer, args.output_prefix)
+    except (ConfigError, OSError, KeyError, ValueError) as e:
+        print(f"preprocess_data: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {stats['prefix']}.bin/.idx: {stats['documents']} documents, {stats['tokens']} tokens")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
