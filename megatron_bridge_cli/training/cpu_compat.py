@@ -122,8 +122,17 @@ def _current_device() -> int:
     return 0
 
 
-def _noop(*_args: Any, **_kwargs: Any) -> None:
-    """Stand-in for ``torch.cuda.synchronize`` / ``set_device`` (nothing to wait for/select)."""
+def _synchronize(*_args: Any, **_kwargs: Any) -> None:
+    """Stand-in for ``torch.cuda.synchronize`` (nothing to wait for)."""
+
+
+def _set_device(*_args: Any, **_kwargs: Any) -> None:
+    """Stand-in for ``torch.cuda.set_device`` (nothing to select).
+
+    A separate function from ``_synchronize`` on purpose: torch._dynamo registers every
+    ``torch.cuda`` attribute by identity and asserts ("Duplicate torch object") when one
+    function object sits under two names, which breaks importing megatron.core.models.gpt.
+    """
 
 
 def _cpu_get_rng_state(*_args: Any, **_kwargs: Any) -> torch.Tensor:
@@ -157,9 +166,9 @@ def _patch_torch_cuda() -> None:
     torch.cuda.current_device = _current_device
     # parallel_state, p2p_communication (use_ring_exchange / batch_p2p_sync),
     # DistributedDataParallel.offload/reload, dist_checkpointing fully_parallel.
-    torch.cuda.synchronize = _noop
+    torch.cuda.synchronize = _synchronize
     # Launch code commonly calls set_device(local_rank); AttributeError on CPU builds.
-    torch.cuda.set_device = _noop
+    torch.cuda.set_device = _set_device
     # tensor_parallel/random.py: CudaRNGStatesTracker.add() reads/seeds the CUDA generator,
     # model_parallel_cuda_manual_seed() seeds it for the data-parallel state, and
     # rerun_state_machine saves/restores it. get_rng_state asserts on CPU builds; manual_seed
