@@ -1,0 +1,280 @@
+"""The training loop: megatron-core forward-backward schedules, optimizer and scheduler steps,
+periodic evaluation, checkpoints and exit conditions.
+
+One step (Megatron-LM's ``train_step``): zero the DDP gradient buffers, run the schedule
+``get_forward_backward_func()`` picks for this layout (no pipelining, 1F1B, or interleaved
+1F1B with virtual stages) over ``num_microbatches`` micro-batches, ``optimizer.step()``
+(gradient clipping, loss scaling and the distributed optimizer's all-gather inside), then the
+scheduler by ``global_batch_size`` samples. The loss function returns ``[sum of token losses,
+token count]`` per micro-batch, so the reported loss is the exact per-token mean over the
+global batch whatever the data-parallel size.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import signal
+import time
+from functools import partial
+from typing import Optional
+
+import torch
+
+from megatron_bridge_cli.training.checkpointing import Checkpointer
+from megatron_bridge_cli.training.metrics import (
+    Reporter, eval_log_line, num_floating_point_operations, peak_memory_mb, training_log_line,
+)
+from megatron_bridge_cli.training.setup import Built, on_cpu, unwrap
+
+__all__ = ["train", "evaluate", "ExitSignal"]
+
+
+class ExitSignal:
+    """Remembers that the exit signal arrived; the loop acts on it between iterations."""
+
+    def __init__(self, sig: signal.Signals):
+        self.sig, self.received = sig, False
+        self._previous = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.received = True
+
+    def restore(self) -> None:
+        signal.signal(self.sig, self._previous)
+
+
+# --------------------------------------------------------------------------- one micro-batch
+def _to_device(batch: dict) -> dict:
+    if on_cpu():
+        return batch
+    return {k: v.cuda(non_blocking=True) for k, v in batch.items()}
+
+
+def loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
+    """Token-summed loss, token count, and ``[sum, count]`` for reporting (Megatron-LM's form)."""
+    from megatron.core import parallel_state as ps
+
+    losses = output_tensor.float().view(-1)
+    mask = loss_mask.view(-1).float()
+    total = torch.stack([torch.sum(losses * mask), mask.sum()])
+    if ps.get_context_parallel_world_size() > 1:
+        torch.distributed.all_reduce(total, group=ps.get_context_parallel_group())
+    num_tokens = total[1].clone().detach().to(torch.int)
+    return total[0].clone(), num_tokens, {"lm loss": total.clone().detach()}
+
+
+def forward_step(data_iterator, model):
+    """Read a micro-batch (only the chunks that embed tokens or compute the loss read one) and
+    run the model chunk on it."""
+    gpt = unwrap(model)
+    batch = None
+    if (gpt.pre_process or gpt.post_process) and data_iterator is not None:
+        batch = _to_device(next(data_iterator))
+    tokens = batch["tokens"] if batch is not None and gpt.pre_process else None
+    position_ids = batch["position_ids"] if batch is not None and gpt.pre_process else None
+    labels = batch["labels"] if batch is not None and gpt.post_process else None
+    attention_mask = batch.get("attention_mask") if batch is not None else None
+    output = model(tokens, position_ids, attention_mask, labels=labels)
+    loss_mask = batch["loss_mask"] if batch is not None and gpt.post_process else None
+    return output, partial(loss_func, loss_mask)
+
+
+def _reduce_losses(losses_reduced: list) -> Optional[float]:
+    """Per-token mean loss of the global batch (on the last stage; None elsewhere)."""
+    from megatron.core import parallel_state as ps
+
+    if not losses_reduced or not ps.is_pipeline_last_stage(ignore_virtual=True):
+        return None
+    total = torch.stack([d["lm loss"] for d in losses_reduced]).sum(dim=0)
+    torch.distributed.all_reduce(total, group=ps.get_data_parallel_group(with_context_parallel=True))
+    return (total[0] / total[1].clamp(min=1)).item()
+
+
+# --------------------------------------------------------------------------- train / eval steps
+def train_step(cfg, built: Built, iterators: list, forward_backward) -> tuple[Optional[float], bool, Optional[float]]:
+    t = cfg.train
+    for chunk in built.model:
+        chunk.zero_grad_buffer()
+    built.optimizer.zero_grad()
+    losses = forward_backward(
+        forward_step_func=forward_step,
+        data_iterator=iterators if len(iterators) > 1 else iterators[0],
+        model=built.model,
+        num_microbatches=t.num_microbatches,
+        seq_length=cfg.dataset.sequence_length,
+        micro_batch_size=t.micro_batch_size,
+        decoder_seq_length=cfg.dataset.sequence_length,
+        forward_only=False,
+    )
+    update_successful, grad_norm, _ = built.optimizer.step()
+    if update_successful:
+        built.scheduler.step(increment=t.global_batch_size)
+    return _reduce_losses(losses), update_successful, grad_norm
+
+
+def evaluate(cfg, built: Built, iterators: list, forward_backward) -> Optional[float]:
+    """Mean loss over ``eval_iters`` batches (forward only); None off the last stage."""
+    from megatron.core import parallel_state as ps
+
+    t = cfg.train
+    eval_mbs = t.eval_micro_batch_size or t.micro_batch_size
+    for chunk in built.model:
+        chunk.eval()
+    totals = []
+    with torch.no_grad():
+        for _ in range(t.eval_iters):
+            out = forward_backward(
+                forward_step_func=forward_step,
+                data_iterator=iterators if len(iterators) > 1 else iterators[0],
+                model=built.model,
+                num_microbatches=t.eval_num_microbatches,
+                seq_length=cfg.dataset.sequence_length,
+                micro_batch_size=eval_mbs,
+                decoder_seq_length=cfg.dataset.sequence_length,
+                forward_only=True,
+            )
+            if out and ps.is_pipeline_last_stage(ignore_virtual=True):
+                totals.append(torch.stack([d["lm loss"] for d in out]).sum(dim=0))
+    for chunk in built.model:
+        chunk.train()
+    if not totals:
+        return None
+    total = torch.stack(totals).sum(dim=0)
+    torch.distributed.all_reduce(total, group=ps.get_data_parallel_group(with_context_parallel=True))
+    return (total[0] / total[1].clamp(min=1)).item()
+
+
+def _report_eval(cfg, reporter: Reporter, prefix: str, loss: Optional[float], iteration: int, tag: str) -> None:
+    if loss is None:
+        return
+    reporter.print("-" * 100)
+    reporter.print(eval_log_line(prefix, loss))
+    reporter.print("-" * 100)
+    reporter.scalars({f"lm loss {tag}": loss, f"lm loss {tag} ppl": math.exp(min(20.0, loss))}, iteration)
+
+
+# --------------------------------------------------------------------------- the loop
+def _all_ranks_agree(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on any rank (so all ranks stop together)."""
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device="cpu" if on_cpu() else "cuda")
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _timer() -> float:
+    if not on_cpu():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def train(cfg, built: Built, data, reporter: Reporter, checkpointer: Checkpointer) -> str:
+    """Train until a stop condition; returns why it stopped ('done', 'exit_interval',
+    'exit_duration', 'signal')."""
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    t, lg, ck, st = cfg.train, cfg.logger, cfg.checkpoint, built.state
+    forward_backward = get_forward_backward_func()
+    flops_per_iter = num_floating_point_operations(cfg, t.global_batch_size)
+    tokens_per_iter = t.global_batch_size * cfg.dataset.sequence_length
+    world = torch.distributed.get_world_size()
+    exit_signal = ExitSignal(t.exit_signal) if t.exit_signal_handler else None
+    if t.manual_gc:
+        gc.disable()
+        gc.collect()
+    start = time.time()
+    interval_start, interval_iters, reported_memory = _timer(), 0, False
+    stop = "done"
+    for chunk in built.model:
+        chunk.train()
+    try:
+        while st.iteration < t.total_iters and not t.skip_train:
+            loss, ok, grad_norm = train_step(cfg, built, data.train, forward_backward)
+            st.iteration += 1
+            st.consumed_train_samples += t.global_batch_size
+            st.skipped_iterations += 0 if ok else 1
+            if loss is not None and not math.isfinite(loss):
+                st.nan_iterations += 1
+            interval_iters += 1
+            if t.manual_gc and t.manual_gc_interval and st.iteration % t.manual_gc_interval == 0:
+                gc.collect()
+
+            if st.iteration % lg.log_interval == 0 or st.iteration % lg.tensorboard_log_interval == 0:
+                now = _timer()
+                iter_s = (now - interval_start) / interval_iters
+                lr = built.optimizer.param_groups[0]["lr"]
+                scale = float(built.optimizer.get_loss_scale())
+                if st.iteration % lg.tensorboard_log_interval == 0:
+                    values = {
+                        "learning-rate": lr, "batch-size": t.global_batch_size, "loss-scale": scale,
+                        "iteration-time": iter_s, "throughput/tokens-per-sec": tokens_per_iter / iter_s,
+                        "throughput/tflops-per-gpu": flops_per_iter / (iter_s * world * 1e12),
+                    }
+                    if loss is not None:
+                        values["lm loss"] = loss
+                    if grad_norm is not None:
+                        values["grad-norm"] = grad_norm
+                    if lg.log_memory:
+                        values.update(peak_memory_mb())
+                    reporter.scalars(values, st.iteration)
+                if st.iteration % lg.log_interval == 0:
+                    reporter.print(training_log_line(
+                        iteration=st.iteration, total_iters=t.total_iters, consumed=st.consumed_train_samples,
+                        iter_ms=iter_s * 1000,
+                        tokens_per_s=tokens_per_iter / iter_s if lg.log_throughput else None,
+                        tflops_per_gpu=flops_per_iter / (iter_s * world * 1e12) if lg.log_throughput else None,
+                        lr=lr, global_batch=t.global_batch_size, loss=loss, loss_scale=scale,
+                        grad_norm=grad_norm, skipped=st.skipped_iterations, nan=st.nan_iterations,
+                    ))
+                    if lg.log_memory and not reported_memory:
+                        mem = " | ".join(f"{k}: {v:.1f}" for k, v in peak_memory_mb().items())
+                        print(f"[Rank {torch.distributed.get_rank()}] (after {st.iteration} iterations) "
+                              f"memory | {mem} |", flush=True)
+                        reported_memory = True
+                    interval_start, interval_iters = _timer(), 0
+
+            if t.eval_iters > 0 and t.eval_interval and st.iteration % t.eval_interval == 0:
+                loss_v = evaluate(cfg, built, data.valid, forward_backward)
+                st.consumed_valid_samples += t.eval_iters * (t.eval_global_batch_size or t.global_batch_size)
+                _report_eval(cfg, reporter, f"iteration {st.iteration}", loss_v, st.iteration, "validation")
+                interval_start, interval_iters = _timer(), 0
+
+            checkpointer.poll()
+            saved = False
+            if ck.save and ck.save_interval and st.iteration % ck.save_interval == 0:
+                checkpointer.save(built)
+                saved = True
+                interval_start, interval_iters = _timer(), 0
+            # Exit conditions: every rank decides the same way (collectives follow).
+            if exit_signal is not None and _all_ranks_agree(exit_signal.received):
+                stop = "signal"
+            elif t.exit_duration_in_mins and _all_ranks_agree((time.time() - start) / 60 > t.exit_duration_in_mins):
+                stop = "exit_duration"
+            elif t.exit_interval and st.iteration % t.exit_interval == 0:
+                stop = "exit_interval"
+            if stop != "done":
+                if ck.save and not saved:
+                    checkpointer.save(built)
+                    saved = True
+                print_rank0(f"exiting after iteration {st.iteration} ({stop.replace('_', ' ')})")
+                return stop
+
+        if ck.save and st.iteration > 0 and not (ck.save_interval and st.iteration % ck.save_interval == 0):
+            checkpointer.save(built)
+    finally:
+        if exit_signal is not None:
+            exit_signal.restore()
+        if t.manual_gc:
+            gc.enable()
+
+    if t.eval_iters > 0:
+        loss_v = evaluate(cfg, built, data.valid, forward_backward)
+        _report_eval(cfg, reporter, f"iteration {st.iteration} on validation set", loss_v, st.iteration, "validation")
+        loss_t = evaluate(cfg, built, data.test, forward_backward)
+        _report_eval(cfg, reporter, f"iteration {st.iteration} on test set", loss_t, st.iteration, "test")
+    return stop
+
+
+def print_rank0(msg: str) -> None:
+    if torch.distributed.get_rank() == 0:
+        print(msg, flush=True)

@@ -1,0 +1,148 @@
+"""What the run reports: Megatron-LM-format console lines, TensorBoard scalars, W&B.
+
+The console lines keep Megatron-LM's field names and number formats, because users' tools
+grep them (``lm loss: ([0-9.E+-]+)``). One rank reports: the first tensor/data/context-parallel
+rank of the last pipeline stage, the only one holding the losses.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import sys
+from typing import Optional
+
+import torch
+
+__all__ = ["Reporter", "is_reporting_rank", "num_floating_point_operations", "training_log_line",
+           "eval_log_line", "peak_memory_mb"]
+
+log = logging.getLogger(__name__)
+
+
+def is_reporting_rank() -> bool:
+    """Last pipeline stage, tensor-parallel rank 0, data-parallel (with CP) rank 0."""
+    from megatron.core import parallel_state as ps
+
+    return (
+        ps.is_pipeline_last_stage(ignore_virtual=True)
+        and ps.get_tensor_model_parallel_rank() == 0
+        and ps.get_data_parallel_rank(with_context_parallel=True) == 0
+    )
+
+
+def num_floating_point_operations(cfg, batch_size: int) -> float:
+    """Model FLOPs of one training step (forward + backward), Megatron-LM's dense GPT formula:
+    12 x batch x seq x layers x hidden^2 x (1 + FFN/hidden x gated-unit factor + KV groups /
+    heads + seq/hidden + vocab / (2 x layers x hidden))."""
+    m = cfg.model
+    groups = m.num_query_groups or m.num_attention_heads
+    ffn = m.ffn_hidden_size or 4 * m.hidden_size
+    experts = m.moe_router_topk if m.num_moe_experts else 1
+    gated = 1.5 if m.gated_linear_unit else 1.0
+    h, seq, layers = m.hidden_size, m.seq_length, m.num_layers
+    return (
+        12 * batch_size * seq * layers * h * h
+        * (1 + ffn / h * experts * gated + groups / m.num_attention_heads + seq / h
+           + m.resolved_vocab_size() / (2 * layers * h))
+    )
+
+
+def peak_memory_mb() -> dict:
+    """Peak memory of this process: CUDA allocator figures on GPU, max RSS on CPU."""
+    if torch.cuda.is_available():
+        return {
+            "mem-allocated-MB": torch.cuda.memory_allocated() / 2**20,
+            "mem-max-allocated-MB": torch.cuda.max_memory_allocated() / 2**20,
+            "mem-reserved-MB": torch.cuda.memory_reserved() / 2**20,
+        }
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {"mem-max-rss-MB": kb / 1024}
+
+
+def training_log_line(*, iteration: int, total_iters: int, consumed: int, iter_ms: float,
+                      tokens_per_s: Optional[float], tflops_per_gpu: Optional[float], lr: float,
+                      global_batch: int, loss: Optional[float], loss_scale: float,
+                      grad_norm: Optional[float], skipped: int, nan: int) -> str:
+    """One Megatron-LM training line."""
+    parts = [
+        f"iteration {iteration:8d}/{total_iters:8d}",
+        f"consumed samples: {consumed}",
+        f"elapsed time per iteration (ms): {iter_ms:.1f}",
+    ]
+    if tokens_per_s is not None:
+        parts.append(f"throughput (tokens/s): {tokens_per_s:.1f}")
+    if tflops_per_gpu is not None:
+        parts.append(f"throughput per GPU (TFLOP/s/GPU): {tflops_per_gpu:.3f}")
+    parts += [f"learning rate: {lr:.6E}", f"global batch size: {global_batch:5d}"]
+    if loss is not None:
+        parts.append(f"lm loss: {loss:.6E}")
+    parts.append(f"loss scale: {loss_scale:.1f}")
+    if grad_norm is not None:
+        parts.append(f"grad norm: {grad_norm:.3f}")
+    parts += [f"number of skipped iterations: {skipped:3d}", f"number of nan iterations: {nan:3d}"]
+    return " | ".join(parts) + " |"
+
+
+def eval_log_line(prefix: str, loss: float) -> str:
+    """``validation loss at iteration 20 | lm loss value: 3.9E+00 | lm loss PPL: 49.4 |``."""
+    ppl = math.exp(min(20.0, loss))
+    return f"validation loss at {prefix} | lm loss value: {loss:.6E} | lm loss PPL: {ppl:.6E} |"
+
+
+class Reporter:
+    """Console + optional TensorBoard and W&B writers, all on the reporting rank."""
+
+    def __init__(self, cfg, user_cfg):
+        self.cfg = cfg
+        self.active = is_reporting_rank()
+        self.tb = None
+        self.wandb = None
+        lg = cfg.logger
+        if not self.active:
+            return
+        if lg.tensorboard_dir:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(log_dir=lg.tensorboard_dir, max_queue=lg.tensorboard_queue_size)
+        if lg.wandb_project:
+            import wandb
+
+            self.wandb = wandb.init(
+                project=lg.wandb_project, name=lg.wandb_exp_name, entity=lg.wandb_entity,
+                dir=lg.wandb_save_dir, config=_plain(user_cfg),
+            )
+
+    def print(self, line: str) -> None:
+        if self.active:
+            print(line, flush=True)
+
+    def scalars(self, values: dict, step: int) -> None:
+        if not self.active:
+            return
+        if self.tb is not None:
+            for name, value in values.items():
+                self.tb.add_scalar(name, value, step)
+        if self.wandb is not None:
+            self.wandb.log(values, step=step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.flush()
+            self.tb.close()
+            self.tb = None
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
+
+
+def _plain(user_cfg) -> dict:
+    """The run's config as plain data for W&B (its YAML form)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(user_cfg.to_yaml()) or {}
+    except Exception as e:  # reporting must never stop training
+        print(f"warning: could not attach the config to W&B: {e}", file=sys.stderr)
+        return {}
