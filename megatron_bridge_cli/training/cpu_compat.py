@@ -16,8 +16,9 @@ Limitations (by design, documented for callers):
 * The mode lives on torch's *per-thread* mode stack. :func:`apply_cpu_compat` enters it in the
   calling thread; a thread of your own that creates tensors on "cuda" must call
   :func:`apply_cpu_compat` itself (cheap and idempotent). Autograd runs CPU backward passes on
-  the calling thread, so DDP gradient hooks are covered. Processes started with ``spawn``
-  (e.g. dist_checkpointing's async writers) start without the layer.
+  the calling thread, so DDP gradient hooks are covered. Forked processes (dist_checkpointing's
+  file writers) inherit the layer; ``spawn``-ed ones (its persistent async worker, DataLoader
+  workers under spawn) start without it.
 * On CPU there is one generator, so "cpu" and "cuda" RNG states are the same state.
 * ``torch.cuda.Event``/``Stream``/``nvtx`` and ``reset_peak_memory_stats`` still raise; the
   megatron-core paths in use (GPT local spec, DDP, optimizer incl. distributed optimizer,
@@ -26,7 +27,8 @@ Limitations (by design, documented for callers):
 * ``torch.cuda.device_count()`` stays 0 and ``is_available()`` stays False, so code can still
   tell it runs on CPU (megatron-core's async checkpoint worker divides by ``device_count()``:
   use synchronous checkpoint saves on CPU).
-* Each torch call goes through the mode: roughly 45% slower steps. Fine for tests and demos.
+* Every torch call goes through the mode (~2 us of Python per call; ~45% slower steps on tiny
+  models). Fine for tests and demos, not for benchmarks.
 """
 
 from __future__ import annotations
@@ -61,10 +63,11 @@ def _as_cpu(device: Any) -> Any:
 def _cuda_type_name(tensor: torch.Tensor) -> str:
     """``'torch.FloatTensor'`` -> ``'torch.cuda.FloatTensor'``.
 
-    optimizer/clip_grads.py (get_grad_norm_fp32 path) asserts
-    ``param.grad.type() == 'torch.cuda.FloatTensor'``, and optimizer/optimizer.py and
-    optimizer/distrib_optimizer.py pick the fp32/fp16/bf16 branch by comparing ``.type()``
-    with ``'torch.cuda.*Tensor'`` strings (anything else raises).
+    optimizer/clip_grads.py (clip_grad_by_total_norm_fp32) asserts
+    ``param.grad.type() == 'torch.cuda.FloatTensor'``, and optimizer/optimizer.py
+    (Float16OptimizerWithFloat16Params) and optimizer/distrib_optimizer.py pick the
+    fp32/fp16/bf16 branch by comparing ``.type()`` with ``'torch.cuda.*Tensor'`` strings
+    (anything else raises TypeError).
     """
     name = torch._C.TensorBase.type(tensor)
     return "torch.cuda." + name[len("torch.") :] if name.count(".") == 1 else name
@@ -74,13 +77,15 @@ class _CudaAsCpuMode(TorchFunctionMode):
     """Rewrite every torch call so that CUDA requests are served on the CPU.
 
     Call sites this exists for (megatron-core 0.16.1): ``device='cuda'`` in
-    optimizer/optimizer.py (found_inf, _scale_one), optimizer/clip_grads.py,
-    pipeline_parallel/schedules.py (total_num_tokens), distributed/param_and_grad_buffer.py;
+    optimizer/optimizer.py (found_inf, _scale_one), optimizer/clip_grads.py
+    (get_grad_norm_fp32, count_zeros_fp32), pipeline_parallel/schedules.py
+    (total_num_tokens) and dist_checkpointing exchange_utils/state_dict_saver;
     ``device=torch.cuda.current_device()`` (an int, see ``_current_device``) in
-    utils.GlobalMemoryBuffer, models/gpt/gpt_model.py, tensor_parallel/layers.py and
-    mappings.py, pipeline_parallel/p2p_communication.py; ``.cuda()`` in
-    models/common/language_module (tied embeddings) and optimizer state reloads;
-    ``pin_memory=True`` in rope_utils and param_and_grad_buffer offloading.
+    utils.GlobalMemoryBuffer, tensor_parallel/layers.py and mappings.py,
+    distributed/param_and_grad_buffer.py, distrib_optimizer.py, rotary embeddings and
+    pipeline_parallel/p2p_communication.py (shape and receive buffers); ``.cuda()`` in
+    models/common/language_module.py (tied embeddings on the last pipeline stage) and
+    tensor_parallel/data.py; ``pin_memory=True`` in rope_utils.py and buffer offloading.
     """
 
     def __torch_function__(
