@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from megatron_bridge_cli.config.models.mamba import MambaModelProvider, mamba_missing_packages
+from megatron_bridge_cli.config.models.mamba import MAMBA_INSTALL_HINT, MambaModelProvider, mamba_missing_packages
 from megatron_bridge_cli.config.models.provider import transformer_engine_available
 
 __all__ = ["collect_problems", "parallel_product"]
@@ -171,8 +171,7 @@ def check_features(cfg) -> list[str]:
         missing = mamba_missing_packages()
         if missing:
             problems.append(
-                f"--model=mamba needs {', '.join(missing)}, which install only with CUDA: "
-                "pip install mamba-ssm causal-conv1d on a GPU machine"
+                f"--model=mamba needs {', '.join(missing)}, which install only with CUDA: {MAMBA_INSTALL_HINT}"
             )
     ck = cfg.checkpoint
     if ck.save_interval is not None and ck.save_interval < 1:

@@ -8,9 +8,13 @@ from typing import Literal, Optional
 
 from megatron_bridge_cli.config.models.provider import ModelProviderBase
 
-__all__ = ["MambaModelProvider", "mamba_missing_packages"]
+__all__ = ["MambaModelProvider", "MAMBA_INSTALL_HINT", "mamba_missing_packages"]
 
-_MAMBA_PACKAGES = ("mamba_ssm", "causal_conv1d", "triton")
+# megatron-core's mamba_stack_spec builds its layers from Transformer Engine modules
+# (TELayerNormColumnParallelLinear, TERowParallelLinear), so TE is needed too.
+_MAMBA_PACKAGES = ("mamba_ssm", "causal_conv1d", "triton", "transformer_engine")
+MAMBA_INSTALL_HINT = "pip install mamba-ssm causal-conv1d '.[te]' on a CUDA machine"
+"""How to install what MambaModel needs (all of it needs CUDA)."""
 
 
 def mamba_missing_packages() -> list[str]:
@@ -51,12 +55,11 @@ class MambaModelProvider(ModelProviderBase):
 
     def provide(self, pre_process: Optional[bool] = None, post_process: Optional[bool] = None,
                 vp_stage: Optional[int] = None):
-        """Build the megatron-core MambaModel; needs mamba-ssm, causal-conv1d and triton."""
+        """Build the megatron-core MambaModel; needs mamba-ssm, causal-conv1d, triton and TE."""
         missing = mamba_missing_packages()
         if missing:
             raise RuntimeError(
-                f"MambaModel needs {', '.join(missing)} (GPU-only packages): "
-                "pip install mamba-ssm causal-conv1d on a CUDA machine"
+                f"MambaModel needs {', '.join(missing)} (GPU-only packages): {MAMBA_INSTALL_HINT}"
             )
         from megatron.core import parallel_state
         from megatron.core.models.mamba import MambaModel

@@ -60,8 +60,9 @@ class T5ModelProvider(ModelProviderBase):
             enc_spec = t5_spec.get_t5_encoder_with_transformer_engine_block_spec(encoder.num_layers)
             dec_spec = t5_spec.get_t5_decoder_with_transformer_engine_block_spec(self.num_layers)
         else:
-            enc_spec = t5_spec.get_t5_encoder_with_local_block_spec(encoder.num_layers)
-            dec_spec = t5_spec.get_t5_decoder_with_local_block_spec(self.num_layers)
+            from megatron_bridge_cli.config.models.t5_local import local_block_specs
+
+            enc_spec, dec_spec = local_block_specs(encoder.num_layers, self.num_layers)
         return T5Model(
             config=self,
             encoder_config=encoder,
