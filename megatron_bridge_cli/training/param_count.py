@@ -76,15 +76,14 @@ def _single_rank_parallel_state():
 def _unsharded_copy(provider: ModelProviderBase) -> ModelProviderBase:
     """The same architecture as one TP=PP=1 meta-device model (vocab padded as configured)."""
     provider = copy.deepcopy(provider)
-    provider.ensure_finalized()
-    padded_vocab = provider.resolved_vocab_size()
+    padded_vocab = provider.resolved_vocab_size()  # padding depends on the real TP
     for name in ("tensor_model_parallel_size", "pipeline_model_parallel_size", "context_parallel_size"):
         setattr(provider, name, 1)
     provider.virtual_pipeline_model_parallel_size = None
     provider.num_layers_in_first_pipeline_stage = None
     provider.num_layers_in_last_pipeline_stage = None
     provider.sequence_parallel = False
-    provider.perform_initialization = False
+    provider.perform_initialization = True  # megatron-core marks TP-split weights while initializing (a no-op on meta)
     provider.use_cpu_initialization = True
     provider.init_model_with_meta_device = True
     provider.finalize()
@@ -122,8 +121,8 @@ def count_parameters(provider: ModelProviderBase) -> ParameterCount:
         layer_shards = [_numel(layer, tp)[1] for layer in layers]
         norm_full, norm_shard = _numel(model.decoder.final_layernorm, tp) if model.decoder.final_layernorm else (0, 0)
         if provider.share_embeddings_and_output_weights:
-            out_full, out_shard = 0, emb_shard if pp > 1 else 0  # tied: last stage holds a copy
-            out_shard = _numel(model.embedding.word_embeddings, tp)[1] if pp > 1 else 0
+            # tied: counted once in the total, but the last stage holds its own copy
+            out_full, out_shard = 0, _numel(model.embedding.word_embeddings, tp)[1] if pp > 1 else 0
         else:
             out_full, out_shard = _numel(model.output_layer, tp)
         first = provider.num_layers_in_first_pipeline_stage
