@@ -53,6 +53,34 @@ def check_data_paths(cfg) -> None:
             "; ".join(missing)
             + " (a prefix names PREFIX.bin and PREFIX.idx; build them with scripts/preprocess_data.py)"
         )
+    _check_split_not_empty(cfg)
+
+
+def _check_split_not_empty(cfg) -> None:
+    """A split that gets no whole document of a prefix makes megatron-core's GPTDataset loop
+    forever (its epoch count never reaches the requested tokens): refuse it up front."""
+    from megatron.core.datasets.blended_megatron_dataset_config import parse_and_normalize_split
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    d, t = cfg.dataset, cfg.train
+    blend = split_blend(d.data_path)
+    if not blend:
+        return
+    weights = parse_and_normalize_split(d.split)
+    bounds, acc = [], 0.0
+    for w in weights:
+        bounds.append((acc, acc + w))
+        acc += w
+    needed = [True, t.eval_iters > 0, t.eval_iters > 0]
+    names = ["training", "validation", "test"]
+    for prefix in blend[0]:
+        docs = len(IndexedDataset(prefix, mmap=True).document_indices) - 1
+        for i, (lo, hi) in enumerate(bounds[:3]):
+            if needed[i] and int(round(hi * docs)) - int(round(lo * docs)) < 1:
+                raise ConfigError(
+                    f"--dataset.split={d.split!r} leaves the {names[i]} split of {prefix} ({docs} documents) "
+                    f"without a document; give it a larger share (e.g. --dataset.split=90,5,5) or more documents"
+                )
 
 
 def dataset_sizes(cfg) -> list[int]:
@@ -147,6 +175,19 @@ class DataIterators:
     train: list
     valid: list
     test: list
+    has_valid: bool = True
+    """Every rank agrees whether a validation split exists (evaluation is collective)."""
+    has_test: bool = True
+
+
+def _split_present(cfg, index: int) -> bool:
+    d = cfg.dataset
+    if d.train_data_path or d.valid_data_path or d.test_data_path:
+        return bool([d.train_data_path, d.valid_data_path, d.test_data_path][index])
+    from megatron.core.datasets.blended_megatron_dataset_config import parse_and_normalize_split
+
+    weights = parse_and_normalize_split(d.split)
+    return index < len(weights) and weights[index] > 0
 
 
 def build_iterators(cfg, datasets, chunk_needs_data: list[bool], consumed_train: int, consumed_valid: int,
@@ -172,4 +213,6 @@ def build_iterators(cfg, datasets, chunk_needs_data: list[bool], consumed_train:
         train=per_chunk(train_ds, consumed_train, t.micro_batch_size, cyclic=False),
         valid=per_chunk(valid_ds, consumed_valid, eval_mbs, cyclic=True),
         test=per_chunk(test_ds, 0, eval_mbs, cyclic=True),
+        has_valid=t.eval_iters > 0 and _split_present(cfg, 1),
+        has_test=t.eval_iters > 0 and _split_present(cfg, 2),
     )

@@ -233,7 +233,7 @@ def train(cfg, built: Built, data, reporter: Reporter, checkpointer: Checkpointe
                         reported_memory = True
                     interval_start, interval_iters = _timer(), 0
 
-            if t.eval_iters > 0 and t.eval_interval and st.iteration % t.eval_interval == 0:
+            if data.has_valid and t.eval_interval and st.iteration % t.eval_interval == 0:
                 loss_v = evaluate(cfg, built, data.valid, forward_backward)
                 st.consumed_valid_samples += t.eval_iters * (t.eval_global_batch_size or t.global_batch_size)
                 _report_eval(cfg, reporter, f"iteration {st.iteration}", loss_v, st.iteration, "validation")
@@ -267,9 +267,10 @@ def train(cfg, built: Built, data, reporter: Reporter, checkpointer: Checkpointe
         if t.manual_gc:
             gc.enable()
 
-    if t.eval_iters > 0:
+    if data.has_valid:
         loss_v = evaluate(cfg, built, data.valid, forward_backward)
         _report_eval(cfg, reporter, f"iteration {st.iteration} on validation set", loss_v, st.iteration, "validation")
+    if data.has_test:
         loss_t = evaluate(cfg, built, data.test, forward_backward)
         _report_eval(cfg, reporter, f"iteration {st.iteration} on test set", loss_t, st.iteration, "test")
     return stop

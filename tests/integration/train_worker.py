@@ -28,6 +28,10 @@ def build(overrides: dict):
 
 
 def main() -> int:
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: where is it stuck?
     from megatron_bridge_cli.errors import ConfigError
     from megatron_bridge_cli.training.entry import run_training
 
