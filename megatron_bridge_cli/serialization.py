@@ -29,7 +29,7 @@ from megatron_bridge_cli.errors import ConfigError
 
 __all__ = [
     "ALLOWED_PREFIXES", "to_yaml_str", "dump_yaml", "load_yaml_file", "decode_dataclass",
-    "encode", "resolve_target", "init_fields", "field_type_hints", "suggest",
+    "encode", "resolve_target", "init_fields", "field_type_hints", "suggest", "decode_value",
 ]
 
 ALLOWED_PREFIXES = ("torch", "megatron.core", "megatron_bridge_cli", "recipes", "signal", "math")
@@ -198,6 +198,11 @@ def _decode_value(value: Any, hint: Any, where: str) -> Any:
         except ValueError:
             pass
     return value
+
+
+def decode_value(value: Any, hint: Any, where: str) -> Any:
+    """Decode one YAML value meant for a field of type ``hint`` (``_target_`` mappings resolved)."""
+    return _decode_value(value, hint, where)
 
 
 def _decode_target(data: dict, where: str) -> Any:

@@ -1,0 +1,436 @@
+"""Value syntax: turn flag text (and loosely typed YAML values) into typed field values.
+
+One rule per kind of type, chosen from the field's type hint. Each rule knows how to parse
+text tokens, how to accept a value that YAML already parsed, how to name the type in --help
+(``INT``, ``{a,b}``) and how to say what it expected in an error ("an integer").
+
+    bool       --x, --x=true|false|1|0|yes|no|on|off, --no-x
+    int/float  3, 3e-4, 1_000
+    str        as typed
+    Literal    one of the choices (compared as text; Literal[0, 1, 2] gives ints)
+    Enum       member name (AttnBackend: flash), case-insensitive when unambiguous
+    dtype      bf16, bfloat16, torch.bfloat16 (fp32/fp16/fp64 and every torch dtype name)
+    callable   short name (silu, gelu, squared_relu) or an allow-listed import path
+    list/tuple --x=1,2,3 | --x 1 2 3 | --x='[1, 2, 3]' | --x='[]'
+    dict       YAML flow: --x='{key: value}'
+    Optional   null / None / ~ (and 'none' where 'none' is not itself a valid value)
+    Union      members tried in a fixed order: bool, int, float, choices, dtype, callable,
+               lists (only when the text looks like a list), dict, str, other classes
+    anything   a YAML flow ``{_target_: ...}`` mapping, the --print-config format
+
+Rules raise CoercionError(expected) and never see the flag name: the caller adds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import importlib
+import types
+import typing
+from collections.abc import Callable as AbcCallable
+from typing import Any, Literal, Union
+
+import torch
+import yaml
+
+from megatron_bridge_cli import serialization
+from megatron_bridge_cli.errors import ConfigError
+
+__all__ = [
+    "CoercionError", "from_text", "conform", "type_name", "expected", "takes_list",
+    "unwrap_optional", "TRUE_WORDS", "FALSE_WORDS",
+]
+
+TRUE_WORDS = frozenset({"true", "1", "yes", "on", "y", "t"})
+FALSE_WORDS = frozenset({"false", "0", "no", "off", "n", "f"})
+_NULL_WORDS = frozenset({"null", "Null", "NULL", "None", "~"})
+
+_DTYPE_ALIASES = {
+    "fp32": torch.float32, "f32": torch.float32, "float": torch.float32,
+    "bf16": torch.bfloat16, "fp16": torch.float16, "f16": torch.float16, "half": torch.float16,
+    "fp64": torch.float64, "f64": torch.float64, "double": torch.float64,
+    "fp8": torch.float8_e4m3fn, "int": torch.int32, "long": torch.int64,
+}
+
+# Where a bare function name is looked up, in order (activation functions, init methods).
+_CALLABLE_HOMES = ("torch.nn.functional", "megatron.core.activations", "torch", "torch.nn.init", "math")
+
+
+_PHRASES = {
+    bool: "true or false (also 1/0, yes/no, on/off)", int: "an integer", float: "a number (e.g. 3e-4)",
+    str: "a string", torch.dtype: "a dtype (e.g. bf16, fp16, fp32, bfloat16, torch.bfloat16)",
+}
+
+
+def _choices(hint) -> list[str]:
+    if _origin(hint) is Literal:
+        return [str(c) for c in typing.get_args(hint)]
+    return list(hint.__members__)
+
+
+class CoercionError(ValueError):
+    """A value that does not fit the type; ``expected`` says what would have."""
+
+    def __init__(self, expected: str):
+        super().__init__(expected)
+        self.expected = expected
+
+
+# ----------------------------------------------------------------------------- type helpers
+def _is_union(hint) -> bool:
+    return typing.get_origin(hint) in (Union, types.UnionType)
+
+
+def unwrap_optional(hint) -> tuple[Any, bool]:
+    """(hint without None, whether None is allowed)."""
+    if _is_union(hint):
+        args = typing.get_args(hint)
+        rest = tuple(a for a in args if a is not type(None))
+        if len(rest) < len(args):
+            return (rest[0] if len(rest) == 1 else Union[rest]), True  # type: ignore[valid-type]
+    return hint, hint is type(None)
+
+
+def _members(hint) -> tuple:
+    return typing.get_args(hint) if _is_union(hint) else (hint,)
+
+
+def _origin(hint):
+    return typing.get_origin(hint) or hint
+
+
+def _is_list(hint) -> bool:
+    return _origin(hint) in (list, tuple, set, frozenset)
+
+
+def _is_callable(hint) -> bool:
+    return hint is AbcCallable or _origin(hint) is AbcCallable or hint is typing.Callable
+
+
+def _looks_like_list(tokens: list[str]) -> bool:
+    return len(tokens) != 1 or "," in tokens[0] or tokens[0].lstrip().startswith("[")
+
+
+def _flow(token: str) -> Any:
+    """Parse a YAML flow value ('[1, 2]', '{a: 1}'), as YAML would read it."""
+    try:
+        return yaml.safe_load(token)
+    except yaml.YAMLError as e:
+        raise CoercionError(f"valid YAML flow syntax ({str(e).splitlines()[0]})") from None
+
+
+# ----------------------------------------------------------------------------- scalar rules
+def _bool(token: str, hint) -> bool:
+    word = token.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise CoercionError(_PHRASES[bool])
+
+
+def _int(token: str, hint) -> int:
+    try:
+        return int(token.strip())
+    except ValueError:
+        pass
+    try:  # 1e6 is a common way to write a step count
+        value = float(token)
+        if value.is_integer() and abs(value) < 2**63:
+            return int(value)
+    except ValueError:
+        pass
+    raise CoercionError(_PHRASES[int])
+
+
+def _float(token: str, hint) -> float:
+    try:
+        return float(token.strip())
+    except ValueError:
+        raise CoercionError(_PHRASES[float]) from None
+
+
+def _str(token: str, hint) -> str:
+    return token
+
+
+def _literal(token: str, hint):
+    for choice in typing.get_args(hint):
+        if str(choice) == token:
+            return choice
+    raise CoercionError("one of: " + ", ".join(_choices(hint)))
+
+
+def _enum(token: str, hint):
+    name = token.strip().rsplit(".", 1)[-1]  # accept 'AttnBackend.flash' and full paths
+    if name in hint.__members__:
+        return hint.__members__[name]
+    folded = [m for n, m in hint.__members__.items() if n.lower() == name.lower()]
+    if len(folded) == 1:
+        return folded[0]
+    if issubclass(hint, int) and name.lstrip("-").isdigit():
+        try:
+            return hint(int(name))
+        except ValueError:
+            pass
+    raise CoercionError("one of: " + ", ".join(_choices(hint)))
+
+
+def _dtype(token: str, hint) -> torch.dtype:
+    name = token.strip()
+    name = name[len("torch."):] if name.startswith("torch.") else name
+    value = _DTYPE_ALIASES.get(name.lower(), getattr(torch, name, None))
+    if isinstance(value, torch.dtype):
+        return value
+    raise CoercionError(_PHRASES[torch.dtype])
+
+
+def _callable(token: str, hint):
+    name = token.strip()
+    if "." not in name:
+        for home in _CALLABLE_HOMES:
+            value = getattr(importlib.import_module(home), name, None)
+            if callable(value) and not isinstance(value, type):
+                return value
+    elif all(part.isidentifier() for part in name.split(".")):
+        try:
+            value = serialization.resolve_target(name, where="value")
+        except ConfigError as e:
+            raise CoercionError(f"a function name (e.g. silu, gelu) or an import path; {e}") from None
+        if callable(value):
+            return value
+    raise CoercionError("a function name (e.g. silu, gelu, squared_relu) or an allow-listed import path "
+                        "(e.g. torch.nn.functional.silu)")
+
+
+_SCALARS = {bool: _bool, int: _int, float: _float, str: _str, torch.dtype: _dtype}
+
+
+def _scalar_rule(hint):
+    if hint in _SCALARS:
+        return _SCALARS[hint]
+    if _origin(hint) is Literal:
+        return _literal
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return _enum
+    if _is_callable(hint):
+        return _callable
+    return None
+
+
+# ----------------------------------------------------------------------------- text -> value
+def _union_order(member) -> int:
+    """Lower tries first: specific scalar syntaxes before lists and free-form strings."""
+    if member is bool:
+        return 0
+    if member in (int, float):
+        return 1 + (member is float)
+    if _scalar_rule(member) is not None and member is not str:
+        return 3
+    if _is_list(member):
+        return 4 + (_item_hint(member) is str)
+    if _origin(member) is dict:
+        return 6
+    if member is str:
+        return 7
+    return 8
+
+
+def _item_hint(hint):
+    args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+    return args[0] if args else Any
+
+
+def _list_from_text(tokens: list[str], hint) -> Any:
+    if len(tokens) == 1:
+        token = tokens[0].strip()
+        if token.startswith("["):
+            data = _flow(token)
+            if not isinstance(data, list):
+                raise CoercionError(expected(hint))
+            return conform(data, hint, False)
+        items = [t.strip() for t in token.split(",")] if token else []
+        items = [] if items == [""] else items
+    else:
+        items = tokens
+    args = typing.get_args(hint)
+    if _origin(hint) is tuple and args and Ellipsis not in args:
+        if len(items) != len(args):
+            raise CoercionError(expected(hint))
+        return tuple(from_text([t], a) for t, a in zip(items, args))
+    value = [from_text([t], _item_hint(hint)) for t in items]
+    return _origin(hint)(value) if _origin(hint) is not list else value
+
+
+def _is_null(token: str, hint) -> bool:
+    if token.strip() in _NULL_WORDS:
+        return True
+    if token.strip().lower() != "none":
+        return False
+    try:  # 'none' is null unless it is a valid value itself (Literal['none', ...], a str field)
+        from_text([token], hint)
+        return False
+    except CoercionError:
+        return True
+
+
+def from_text(tokens: list[str], hint, nullable: bool = False) -> Any:
+    """Value of the text ``tokens`` (one or more, from the command line) for type ``hint``."""
+    inner, optional = unwrap_optional(hint)
+    nullable = nullable or optional
+    if len(tokens) == 1 and nullable and _is_null(tokens[0], inner):
+        return None
+    if len(tokens) == 1 and tokens[0].lstrip().startswith("{") and "_target_" in tokens[0]:
+        return conform(_flow(tokens[0]), inner, nullable)  # the --print-config spelling
+    if _is_union(inner):
+        listy = _looks_like_list(tokens)
+        for member in sorted(_members(inner), key=_union_order):
+            if _is_list(member) and not listy or not _is_list(member) and len(tokens) != 1:
+                continue  # lists only for list-looking text; scalars only for one token
+            try:
+                return from_text(tokens, member)
+            except CoercionError:
+                continue
+        raise CoercionError(expected(hint))
+    if _is_list(inner):
+        return _list_from_text(tokens, inner)
+    if len(tokens) != 1:
+        raise CoercionError(f"one value ({expected(hint)}), got {len(tokens)}")
+    rule = _scalar_rule(inner)
+    if rule is not None:
+        return rule(tokens[0], inner)
+    return _structured_from_text(tokens[0], inner)
+
+
+def _structured_from_text(token: str, hint) -> Any:
+    """Dicts, Any and other classes: a YAML flow value (a ``_target_`` mapping for classes)."""
+    data = _flow(token)
+    if hint is Any:
+        return conform(data, hint)
+    if _origin(hint) is dict:
+        if not isinstance(data, dict):
+            raise CoercionError(expected(hint))
+        return conform(data, hint)
+    if isinstance(hint, type) and isinstance(data, dict):
+        if "_target_" in data:
+            return conform(data, hint)
+        if dataclasses.is_dataclass(hint):
+            return serialization.decode_dataclass(hint, data, "value")
+    raise CoercionError(expected(hint))
+
+
+# ----------------------------------------------------------------------------- YAML value -> value
+def _fits(value, hint) -> bool:
+    """Whether an already-typed value is exactly of type ``hint`` (no conversion)."""
+    if hint is Any:
+        return True
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:  # PEP 484's numeric tower: an int is a valid float (megatron defaults use it)
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if _origin(hint) is Literal:
+        return any(value == c and type(value) is type(c) for c in typing.get_args(hint))
+    if _is_callable(hint):
+        return callable(value) and not isinstance(value, (str, type)) or isinstance(value, functools.partial)
+    if _is_union(hint):
+        return any(_fits(value, m) for m in _members(hint))
+    if _is_list(hint) or _origin(hint) is dict:
+        return False  # containers are rebuilt item by item
+    origin = _origin(hint)
+    return isinstance(origin, type) and isinstance(value, origin)
+
+
+def conform(value: Any, hint, nullable: bool = False) -> Any:
+    """Check a value parsed from YAML against ``hint``, converting where the syntax allows:
+    strings go through the text rules (``params_dtype: bf16``), lists and
+    dicts are checked item by item, ``_target_`` mappings are resolved."""
+    inner, optional = unwrap_optional(hint)
+    if value is None:
+        if nullable or optional or inner is Any:
+            return None
+        raise CoercionError(f"{expected(inner)}, not null")
+    if isinstance(value, dict) and "_target_" in value:
+        value = serialization.decode_value(value, inner, "value")
+    if _fits(value, inner):
+        return value
+    if isinstance(value, str):
+        return from_text([value], inner, nullable)
+    if _is_union(inner):
+        for member in sorted(_members(inner), key=_union_order):
+            try:
+                return conform(value, member)
+            except CoercionError:
+                continue
+        raise CoercionError(expected(hint))
+    if _is_list(inner) and isinstance(value, (list, tuple)):
+        args = typing.get_args(inner)
+        if _origin(inner) is tuple and args and Ellipsis not in args:
+            if len(value) != len(args):
+                raise CoercionError(expected(hint))
+            return tuple(conform(v, a) for v, a in zip(value, args))
+        items = [conform(v, _item_hint(inner)) for v in value]
+        return items if _origin(inner) is list else _origin(inner)(items)
+    if _origin(inner) is dict and isinstance(value, dict):
+        args = typing.get_args(inner)
+        return {k: conform(v, args[1] if len(args) == 2 else Any) for k, v in value.items()}
+    raise CoercionError(expected(hint))
+
+
+def takes_list(hint) -> bool:
+    """Whether the flag may take several tokens (``--x 1 2 3``)."""
+    return any(_is_list(m) for m in _members(unwrap_optional(hint)[0]))
+
+
+# ----------------------------------------------------------------------------- naming
+def type_name(hint) -> str:
+    """Short type label for --help and the flag snapshot: INT, {a,b}, LIST[INT], INT|null."""
+    inner, optional = unwrap_optional(hint)
+    if _is_union(inner):
+        name = "|".join(type_name(m) for m in _members(inner))
+    elif inner in (bool, int, float, str):
+        name = inner.__name__.upper()
+    elif inner is torch.dtype:
+        name = "DTYPE"
+    elif _origin(inner) is Literal:
+        name = "{" + ",".join(_choices(inner)) + "}"
+    elif isinstance(inner, type) and issubclass(inner, enum.Enum):
+        name = "{" + ",".join(_choices(inner)) + "}"
+    elif _is_callable(inner):
+        name = "CALLABLE"
+    elif _is_list(inner):
+        args = [a for a in typing.get_args(inner) if a is not Ellipsis]
+        label = "TUPLE" if _origin(inner) is tuple else "LIST"
+        name = f"{label}[{','.join(type_name(a) for a in args)}]" if args else label
+    elif _origin(inner) is dict:
+        name = "DICT"
+    elif inner is Any:
+        name = "YAML"
+    else:
+        name = getattr(inner, "__name__", str(inner))
+    return f"{name}|null" if optional else name
+
+
+def expected(hint) -> str:
+    """What a valid value looks like, for error messages."""
+    inner, optional = unwrap_optional(hint)
+    if _is_union(inner):
+        text = " or ".join(expected(m) for m in sorted(_members(inner), key=_union_order))
+    elif _is_list(inner):
+        item = _item_hint(inner)
+        text = f"a list of {type_name(item)} (1,2,3 or '[1, 2, 3]')"
+        args = typing.get_args(inner)
+        if _origin(inner) is tuple and args and Ellipsis not in args:
+            text = f"{len(args)} comma-separated values ({', '.join(type_name(a) for a in args)})"
+    elif _origin(inner) is dict:
+        text = "a YAML mapping such as '{key: value}'"
+    elif _origin(inner) is Literal or isinstance(inner, type) and issubclass(inner, enum.Enum):
+        text = "one of: " + ", ".join(_choices(inner))
+    elif _scalar_rule(inner) is not None:
+        text = _PHRASES.get(inner, "a function name (e.g. silu, gelu) or an allow-listed import path")
+    else:
+        text = f"a YAML flow value or a '{{_target_: ...}}' mapping giving a {type_name(inner)}"
+    return f"{text} or null" if optional else text

@@ -1,0 +1,232 @@
+"""Apply the layers: recipe < each --config-file in order < flags in order (last wins).
+
+Every value a YAML file or flag sets is recorded in ``cfg.explicit_paths``, so later steps
+(mixed-precision presets, finalize) never overwrite it. Nothing is derived or validated here;
+finalize() does that once, at the end.
+
+Sections are switched by name (``--peft=lora``, ``model: t5`` in YAML) or off with null.
+Switching builds the kind's defaults and carries over the fields the user set explicitly
+before (YAML or earlier flags) that the new kind also has; the recipe's other values of that
+section are dropped. Setting a field of a switched-off section with a single kind (``--ft``)
+switches it on; with several kinds (``--peft``) it is an error naming them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable, Optional
+
+from megatron_bridge_cli.cli import coerce
+from megatron_bridge_cli.cli.argv import Option
+from megatron_bridge_cli.cli.flags import Flag, FlagTable, Section, build_table
+from megatron_bridge_cli.errors import ConfigError
+from megatron_bridge_cli.serialization import (
+    decode_dataclass, field_type_hints, init_fields, load_yaml_file, resolve_target, suggest,
+)
+
+__all__ = ["resolve", "merge_mapping", "merge_config_file", "apply_flags", "switch_section"]
+
+_OFF_WORDS = {"null", "none", "None", "Null", "NULL", "~", "off"}
+
+
+def _get(cfg, path: str):
+    obj = cfg
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _set(cfg, path: str, value) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(_get(cfg, parent) if parent else cfg, name, value)
+
+
+def _kind_names(section: Section) -> list[str]:
+    return [n for n, _ in section.kinds] + (["null"] if section.optional else [])
+
+
+def _current_kind(section: Section, obj) -> str:
+    names = [n for n, f in section.kinds if isinstance(f, type) and type(obj) is f]
+    return f"{type(obj).__name__} ({names[0]})" if names else type(obj).__name__
+
+
+# ----------------------------------------------------------------------------- sections
+def switch_section(cfg, section: Section, choice: str, where: str) -> None:
+    """Set ``section`` to the kind named ``choice`` (or off with null)."""
+    explicit = cfg.explicit_paths
+    prefix = section.path + "."
+    if choice in _OFF_WORDS:
+        if not section.optional:
+            raise ConfigError(f"{where}: --{section.path} cannot be switched off; choose one of "
+                              f"{', '.join(_kind_names(section))}")
+        _set(cfg, section.path, None)
+        explicit.difference_update({p for p in explicit if p.startswith(prefix)})
+        explicit.add(section.path)
+        return
+    factories = dict(section.kinds)
+    if choice not in factories:
+        prefixed = [n for n in factories if n.startswith(choice)]
+        hint = suggest(choice, factories) if factories else ""
+        if prefixed and not hint:  # 'bf16' -> 'bf16_mixed'
+            hint = "; did you mean " + " or ".join(repr(n) for n in prefixed[:3]) + "?"
+        choices = ", ".join(_kind_names(section)) or "none"
+        raise ConfigError(f"{where}: unknown kind {choice!r}{hint} (kinds of --{section.path}: {choices})")
+    old, new = _get(cfg, section.path), factories[choice]()
+    new_fields = {f.name for f in init_fields(new)}
+    for path in sorted(p for p in explicit if p.startswith(prefix)):
+        name = path[len(prefix):]
+        if "." in name:
+            continue
+        if old is not None and name in new_fields and hasattr(old, name):
+            setattr(new, name, getattr(old, name))
+        else:
+            explicit.discard(path)
+    _set(cfg, section.path, new)
+    explicit.add(section.path)
+
+
+def _section_object(cfg, section: Section, where: str):
+    """The object a field is set on, switching a single-kind section on when it is off."""
+    obj = _get(cfg, section.path)
+    if obj is not None:
+        return obj
+    if len(section.kinds) == 1:
+        switch_section(cfg, section, section.kinds[0][0], where)
+        return _get(cfg, section.path)
+    kinds = " or ".join(f"--{section.path}={n}" for n, _ in section.kinds)
+    raise ConfigError(f"{where}: --{section.path} is off; switch it on first with {kinds}")
+
+
+def _field(obj, name: str) -> Optional[dataclasses.Field]:
+    return next((f for f in init_fields(obj) if f.name == name), None)
+
+
+def _assign(cfg, table: FlagTable, flag: Flag, where: str, *, tokens=None, value=None) -> None:
+    """Set one field from flag text (``tokens``) or a YAML value, and mark it explicit."""
+    section = table.sections[flag.section]
+    obj = _section_object(cfg, section, where)
+    f = _field(obj, flag.name)
+    if f is None:
+        owners = ", ".join(c.__name__ for c in flag.owners)
+        switch = [n for n, fac in section.kinds if isinstance(fac, type) and fac in flag.owners]
+        hint = f"; switch first with --{section.path}={switch[0]}" if switch else ""
+        raise ConfigError(f"{where}: only {owners} has this field, but --{section.path} is "
+                          f"{_current_kind(section, obj)}{hint}")
+    hint = field_type_hints(type(obj))[f.name]
+    nullable = f.default is None
+    try:
+        if tokens is not None:
+            result = coerce.from_text(tokens, hint, nullable)
+        else:
+            result = coerce.conform(value, hint, nullable)
+    except coerce.CoercionError as e:
+        shown = " ".join(tokens) if tokens is not None else value
+        raise ConfigError(f"{where}: invalid value {shown!r}: expected {e.expected}") from None
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    setattr(obj, f.name, result)
+    cfg.explicit_paths.add(flag.path)
+
+
+# ----------------------------------------------------------------------------- YAML
+def _merge_section_mapping(cfg, table: FlagTable, section: Section, data: dict, source: str) -> None:
+    if "_target_" in data:  # a whole object: replace the section, every key given is explicit
+        cls = resolve_target(data["_target_"], f"{source}: {section.path}")
+        if not (isinstance(cls, type) and issubclass(cls, section.declared)):
+            raise ConfigError(f"{source}: {section.path}: _target_ {data['_target_']!r} is not a "
+                              f"{section.declared.__name__}")
+        _set(cfg, section.path, decode_dataclass(cls, {}, section.path))
+        prefix = section.path + "."
+        cfg.explicit_paths.difference_update({p for p in cfg.explicit_paths if p.startswith(prefix)})
+        cfg.explicit_paths.add(section.path)
+        table = build_table(cfg)
+        data = {k: v for k, v in data.items() if k != "_target_"}
+    for key, value in data.items():
+        path = f"{section.path}.{key}"
+        if path in table.sections:
+            _merge_section(cfg, table, table.sections[path], value, source)
+            continue
+        flag = table.flags.get(path)
+        if flag is None:
+            names = [f.name for f in table.section_flags(section.path)]
+            raise ConfigError(f"{source}: unknown key {key!r} in section {section.path!r}{suggest(str(key), names)}")
+        _assign(cfg, table, flag, f"{source}: {path}", value=value)
+
+
+def _merge_section(cfg, table: FlagTable, section: Section, value, source: str) -> None:
+    where = f"{source}: {section.path}"
+    if value is None or isinstance(value, str):
+        switch_section(cfg, section, "null" if value is None else value, where)
+    elif isinstance(value, dict):
+        _merge_section_mapping(cfg, table, section, value, source)
+    else:
+        raise ConfigError(f"{where}: expected a mapping of fields, a kind name "
+                          f"({', '.join(_kind_names(section))}) or null, got {value!r}")
+
+
+def merge_mapping(cfg, data: Any, source: str) -> None:
+    """Merge a partial YAML mapping (sections -> fields) into ``cfg``, in place."""
+    if data is None:
+        return  # an empty file changes nothing
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    table = build_table(cfg)
+    for key, value in data.items():
+        if key == "_target_":
+            continue  # a full --print-config dump names the container class
+        section = table.sections.get(str(key))
+        if section is None or "." in str(key):
+            top = [p for p in table.sections if "." not in p]
+            raise ConfigError(f"{source}: unknown section {key!r}{suggest(str(key), top)}")
+        _merge_section(cfg, table, section, value, source)
+        table = build_table(cfg)  # a swapped-in class may bring fields of its own
+
+
+def merge_config_file(cfg, path: str) -> None:
+    """Merge one --config-file into ``cfg``."""
+    merge_mapping(cfg, load_yaml_file(path), f"config file {path!r}")
+
+
+# ----------------------------------------------------------------------------- flags
+def _flag_tokens(opt: Option, flag: Flag, negated: bool) -> list[str]:
+    if negated:
+        if opt.values:
+            raise ConfigError(f"{opt.name} takes no value (use --{flag.path}=VALUE instead)")
+        return ["false"]
+    if flag.is_bool and not opt.values:
+        return ["true"]
+    if not opt.values:
+        raise ConfigError(f"{opt.name} needs a value: {coerce.expected(flag.hint)}")
+    if len(opt.values) > 1 and not coerce.takes_list(flag.hint):
+        raise ConfigError(f"{opt.name} takes one value, got {len(opt.values)}: {' '.join(opt.values)!r} "
+                          "(quote values with spaces)")
+    return opt.values
+
+
+def apply_flags(cfg, table: FlagTable, options: Iterable[Option]) -> None:
+    """Apply config flags in command-line order."""
+    for opt in options:
+        flag, section, negated = table.lookup(opt.name)
+        if section is not None:
+            if len(opt.values) > 1 or not opt.values and len(section.kinds) != 1:
+                raise ConfigError(f"{opt.name} takes one kind name: {', '.join(_kind_names(section))}")
+            choice = opt.values[0] if opt.values else section.kinds[0][0]
+            switch_section(cfg, section, choice, opt.name)
+            table = build_table(cfg)
+            continue
+        if flag is None:
+            close = table.suggestions(opt.name)
+            hint = f"; did you mean {' or '.join(close)}?" if close else " (see --help)"
+            raise ConfigError(f"unknown flag {opt.name}{hint}")
+        _assign(cfg, table, flag, opt.name, tokens=_flag_tokens(opt, flag, negated))
+
+
+def resolve(recipe: Optional[str], config_files: list[str], options: list[Option]):
+    """The layered, unfinalized ConfigContainer."""
+    from megatron_bridge_cli.cli.recipe_loader import load_recipe
+
+    cfg = load_recipe(recipe)
+    for path in config_files:
+        merge_config_file(cfg, path)
+    apply_flags(cfg, build_table(cfg), options)
+    return cfg

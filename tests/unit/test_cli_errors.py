@@ -1,0 +1,106 @@
+"""Every user mistake: exit code 2, one 'bridge-train: error: ...' paragraph, no traceback, rank 0 only."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from megatron_bridge_cli.cli.main import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(argv, capsys):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "bad_syntax.yaml").write_text("model:\n  num_layers: 2\n   hidden_size: [\n")
+    (tmp_path / "typo.yaml").write_text("train:\n  micro_batch_sise: 2\n")
+    (tmp_path / "bad_recipe.py").write_text("import no_such_module_anywhere\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--model.num_layer=3"], "unknown flag --model.num_layer; did you mean --model.num_layers"),
+    (["--train.lr=0.1"], "unknown flag --train.lr; did you mean --optimizer.lr?"),
+    (["--nosuch"], "unknown flag --nosuch"),
+    (["--model.num_layers=x"], "--model.num_layers: invalid value 'x': expected an integer"),
+    (["--tokenizer.tokenizer_type=bpe"], "--tokenizer.tokenizer_type: invalid value 'bpe': expected one of: "
+                                         "NullTokenizer, ByteLevelTokenizer"),
+    (["--config-file", "{tmp}/missing.yaml"], "config file '{tmp}/missing.yaml' does not exist"),
+    (["--config-file", "{tmp}/bad_syntax.yaml"], "config file '{tmp}/bad_syntax.yaml' is not valid YAML at line 3"),
+    (["--config-file", "{tmp}/typo.yaml"], "config file '{tmp}/typo.yaml': unknown key 'micro_batch_sise' in "
+                                           "section 'train'; did you mean 'micro_batch_size'"),
+    (["--recipe", "llama3_8"], "unknown recipe 'llama3_8'; did you mean 'llama3_8b'"),
+    (["--recipe", "zzz"], "unknown recipe 'zzz'; built-in recipes: gpt_cpu_tiny"),
+    (["--recipe", "{tmp}/none.py:f"], "recipe file '{tmp}/none.py' does not exist"),
+    (["--recipe", "{tmp}/bad_recipe.py:f"], "failed to import: ModuleNotFoundError"),
+    (["--recipe", "{tmp}/missing.yaml"], "config file '{tmp}/missing.yaml' does not exist"),
+    (["stray"], "unexpected argument 'stray'"),
+    (["-x"], "unknown option '-x'"),
+    (["--dry-run=yes"], "--dry-run takes no value"),
+    (["--world-size", "2"], "--world-size only applies to --dry-run"),
+    (["--world-size", "two", "--dry-run"], "--world-size: invalid value 'two': expected an integer"),
+    (["--nnodes", "2"], "--nnodes needs --nproc-per-node"),
+    (["--config-file"], "--config-file takes one value, got none"),
+    (["--help", "zzzz"], "--help zzzz: no section or flag matches"),
+    (["--dry-run", "--world-size", "0"], "--world-size (0) must be at least 1"),
+])
+def test_usage_errors(argv, expected, files, capsys):
+    argv = [a.format(tmp=files) for a in argv]
+    rc, out, err = run(argv, capsys)
+    assert rc == 2
+    assert out == ""
+    assert err.startswith("bridge-train: error: ") and err.count("bridge-train: error:") == 1
+    assert expected.format(tmp=files) in err
+    assert "Traceback" not in err
+
+
+def test_validation_reports_every_problem_at_once(capsys):
+    rc, out, err = run(["--dry-run", "--world-size", "2", "--train.global_batch_size=7",
+                        "--scheduler.lr_warmup_fraction=2", "--optimizer.lr=null"], capsys)
+    assert rc == 2 and out == ""
+    assert "invalid configuration (" in err and err.count("\n  - ") >= 3
+    assert "--train.global_batch_size (7) is not divisible" in err
+    assert "--scheduler.lr_warmup_fraction (2.0) must be in [0, 1)" in err and "--optimizer.lr is not set" in err
+
+
+def test_config_error_from_training_is_reported_the_same_way(capsys):
+    # No --dry-run: the merged config goes to run_training, which finalizes first and raises.
+    rc, out, err = run(["--train.global_batch_size=7"], capsys)
+    assert rc == 2
+    assert err.startswith("bridge-train: error: invalid configuration") and "Traceback" not in err
+
+
+def test_only_rank_zero_prints(monkeypatch, capsys):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert run(["--model.num_layer=3"], capsys) == (2, "", "")
+    assert run(["--print-config"], capsys) == (0, "", "")
+    monkeypatch.setenv("RANK", "0")
+    rc, out, err = run(["--model.num_layer=3"], capsys)
+    assert rc == 2 and "did you mean" in err
+
+
+def _subprocess(*argv: str, env_extra=None):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "megatron_bridge_cli", *argv], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_real_process_exit_codes_and_no_traceback(tmp_path):
+    bad = _subprocess("--model.num-layer=3")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("bridge-train: error: unknown flag --model.num-layer; did you mean --model.num_layers")
+    assert "Traceback" not in bad.stderr and bad.stdout == ""
+    ok = _subprocess("--dry-run", "--world-size", "2")
+    assert ok.returncode == 0, ok.stderr
+    assert "parameters: " in ok.stdout and "Traceback" not in ok.stderr
