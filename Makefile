@@ -16,8 +16,17 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-demo: setup
-	$(PY) -m megatron_bridge_cli --dry-run --world-size 2
+# The demo: 2 CPU processes train the default recipe (gpt_cpu_tiny) on real text that needs no
+# download (4 MB of Python's own stdlib sources, byte-level tokens), print Megatron-LM log lines
+# and validation losses, and save a checkpoint under demo_run/checkpoints.
+DEMO_DATA := demo_run/data/stdlib_text_document
+
+$(DEMO_DATA).bin: | setup
+	$(PY) scripts/preprocess_data.py --python-stdlib-mb 4 --output-prefix $(DEMO_DATA)
+
+demo: setup $(DEMO_DATA).bin
+	$(PY) -m megatron_bridge_cli --nproc-per-node 2 \
+		--dataset.data_path=$(DEMO_DATA) --train.train_iters=120 --checkpoint.save=demo_run/checkpoints
 
 test: setup
 	$(PY) -m pytest -q
