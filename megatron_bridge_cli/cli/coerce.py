@@ -1,8 +1,8 @@
 """Value syntax: turn flag text (and loosely typed YAML values) into typed field values.
 
-One rule per kind of type, chosen from the field's type hint. Each rule knows how to parse
-text tokens, how to accept a value that YAML already parsed, how to name the type in --help
-(``INT``, ``{a,b}``) and how to say what it expected in an error ("an integer").
+One rule per kind of type, chosen from the field's type hint: ``from_text`` parses command-line
+tokens, ``conform`` checks (and where the syntax allows, converts) a value YAML already parsed.
+How a type is named in --help and in errors lives in typeinfo.py.
 
     bool       --x, --x=true|false|1|0|yes|no|on|off, --no-x
     int/float  3, 3e-4, 1_000
@@ -27,21 +27,20 @@ import dataclasses
 import enum
 import functools
 import importlib
-import types
 import typing
-from collections.abc import Callable as AbcCallable
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import torch
 import yaml
 
 from megatron_bridge_cli import serialization
+from megatron_bridge_cli.cli.typeinfo import (
+    PHRASES, choices, expected, is_callable, is_list, is_union, item_hint, members, origin,
+    union_order, unwrap_optional,
+)
 from megatron_bridge_cli.errors import ConfigError
 
-__all__ = [
-    "CoercionError", "from_text", "conform", "type_name", "expected", "takes_list",
-    "unwrap_optional", "TRUE_WORDS", "FALSE_WORDS",
-]
+__all__ = ["CoercionError", "from_text", "conform", "takes_list", "TRUE_WORDS", "FALSE_WORDS"]
 
 TRUE_WORDS = frozenset({"true", "1", "yes", "on", "y", "t"})
 FALSE_WORDS = frozenset({"false", "0", "no", "off", "n", "f"})
@@ -58,55 +57,12 @@ _DTYPE_ALIASES = {
 _CALLABLE_HOMES = ("torch.nn.functional", "megatron.core.activations", "torch", "torch.nn.init", "math")
 
 
-_PHRASES = {
-    bool: "true or false (also 1/0, yes/no, on/off)", int: "an integer", float: "a number (e.g. 3e-4)",
-    str: "a string", torch.dtype: "a dtype (e.g. bf16, fp16, fp32, bfloat16, torch.bfloat16)",
-}
-
-
-def _choices(hint) -> list[str]:
-    if _origin(hint) is Literal:
-        return [str(c) for c in typing.get_args(hint)]
-    return list(hint.__members__)
-
-
 class CoercionError(ValueError):
     """A value that does not fit the type; ``expected`` says what would have."""
 
     def __init__(self, expected: str):
         super().__init__(expected)
         self.expected = expected
-
-
-# ----------------------------------------------------------------------------- type helpers
-def _is_union(hint) -> bool:
-    return typing.get_origin(hint) in (Union, types.UnionType)
-
-
-def unwrap_optional(hint) -> tuple[Any, bool]:
-    """(hint without None, whether None is allowed)."""
-    if _is_union(hint):
-        args = typing.get_args(hint)
-        rest = tuple(a for a in args if a is not type(None))
-        if len(rest) < len(args):
-            return (rest[0] if len(rest) == 1 else Union[rest]), True  # type: ignore[valid-type]
-    return hint, hint is type(None)
-
-
-def _members(hint) -> tuple:
-    return typing.get_args(hint) if _is_union(hint) else (hint,)
-
-
-def _origin(hint):
-    return typing.get_origin(hint) or hint
-
-
-def _is_list(hint) -> bool:
-    return _origin(hint) in (list, tuple, set, frozenset)
-
-
-def _is_callable(hint) -> bool:
-    return hint is AbcCallable or _origin(hint) is AbcCallable or hint is typing.Callable
 
 
 def _looks_like_list(tokens: list[str]) -> bool:
@@ -128,7 +84,7 @@ def _bool(token: str, hint) -> bool:
         return True
     if word in FALSE_WORDS:
         return False
-    raise CoercionError(_PHRASES[bool])
+    raise CoercionError(PHRASES[bool])
 
 
 def _int(token: str, hint) -> int:
@@ -142,14 +98,14 @@ def _int(token: str, hint) -> int:
             return int(value)
     except ValueError:
         pass
-    raise CoercionError(_PHRASES[int])
+    raise CoercionError(PHRASES[int])
 
 
 def _float(token: str, hint) -> float:
     try:
         return float(token.strip())
     except ValueError:
-        raise CoercionError(_PHRASES[float]) from None
+        raise CoercionError(PHRASES[float]) from None
 
 
 def _str(token: str, hint) -> str:
@@ -160,7 +116,7 @@ def _literal(token: str, hint):
     for choice in typing.get_args(hint):
         if str(choice) == token:
             return choice
-    raise CoercionError("one of: " + ", ".join(_choices(hint)))
+    raise CoercionError("one of: " + ", ".join(choices(hint)))
 
 
 def _enum(token: str, hint):
@@ -175,7 +131,7 @@ def _enum(token: str, hint):
             return hint(int(name))
         except ValueError:
             pass
-    raise CoercionError("one of: " + ", ".join(_choices(hint)))
+    raise CoercionError("one of: " + ", ".join(choices(hint)))
 
 
 def _dtype(token: str, hint) -> torch.dtype:
@@ -184,7 +140,7 @@ def _dtype(token: str, hint) -> torch.dtype:
     value = _DTYPE_ALIASES.get(name.lower(), getattr(torch, name, None))
     if isinstance(value, torch.dtype):
         return value
-    raise CoercionError(_PHRASES[torch.dtype])
+    raise CoercionError(PHRASES[torch.dtype])
 
 
 def _callable(token: str, hint):
@@ -211,38 +167,16 @@ _SCALARS = {bool: _bool, int: _int, float: _float, str: _str, torch.dtype: _dtyp
 def _scalar_rule(hint):
     if hint in _SCALARS:
         return _SCALARS[hint]
-    if _origin(hint) is Literal:
+    if origin(hint) is Literal:
         return _literal
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return _enum
-    if _is_callable(hint):
+    if is_callable(hint):
         return _callable
     return None
 
 
 # ----------------------------------------------------------------------------- text -> value
-def _union_order(member) -> int:
-    """Lower tries first: specific scalar syntaxes before lists and free-form strings."""
-    if member is bool:
-        return 0
-    if member in (int, float):
-        return 1 + (member is float)
-    if _scalar_rule(member) is not None and member is not str:
-        return 3
-    if _is_list(member):
-        return 4 + (_item_hint(member) is str)
-    if _origin(member) is dict:
-        return 6
-    if member is str:
-        return 7
-    return 8
-
-
-def _item_hint(hint):
-    args = [a for a in typing.get_args(hint) if a is not Ellipsis]
-    return args[0] if args else Any
-
-
 def _list_from_text(tokens: list[str], hint) -> Any:
     if len(tokens) == 1:
         token = tokens[0].strip()
@@ -256,12 +190,12 @@ def _list_from_text(tokens: list[str], hint) -> Any:
     else:
         items = tokens
     args = typing.get_args(hint)
-    if _origin(hint) is tuple and args and Ellipsis not in args:
+    if origin(hint) is tuple and args and Ellipsis not in args:
         if len(items) != len(args):
             raise CoercionError(expected(hint))
         return tuple(from_text([t], a) for t, a in zip(items, args))
-    value = [from_text([t], _item_hint(hint)) for t in items]
-    return _origin(hint)(value) if _origin(hint) is not list else value
+    value = [from_text([t], item_hint(hint)) for t in items]
+    return origin(hint)(value) if origin(hint) is not list else value
 
 
 def _is_null(token: str, hint) -> bool:
@@ -284,17 +218,17 @@ def from_text(tokens: list[str], hint, nullable: bool = False) -> Any:
         return None
     if len(tokens) == 1 and tokens[0].lstrip().startswith("{") and "_target_" in tokens[0]:
         return conform(_flow(tokens[0]), inner, nullable)  # the --print-config spelling
-    if _is_union(inner):
+    if is_union(inner):
         listy = _looks_like_list(tokens)
-        for member in sorted(_members(inner), key=_union_order):
-            if _is_list(member) and not listy or not _is_list(member) and len(tokens) != 1:
+        for member in sorted(members(inner), key=union_order):
+            if is_list(member) and not listy or not is_list(member) and len(tokens) != 1:
                 continue  # lists only for list-looking text; scalars only for one token
             try:
                 return from_text(tokens, member)
             except CoercionError:
                 continue
         raise CoercionError(expected(hint))
-    if _is_list(inner):
+    if is_list(inner):
         return _list_from_text(tokens, inner)
     if len(tokens) != 1:
         raise CoercionError(f"one value ({expected(hint)}), got {len(tokens)}")
@@ -309,7 +243,7 @@ def _structured_from_text(token: str, hint) -> Any:
     data = _flow(token)
     if hint is Any:
         return conform(data, hint)
-    if _origin(hint) is dict:
+    if origin(hint) is dict:
         if not isinstance(data, dict):
             raise CoercionError(expected(hint))
         return conform(data, hint)
@@ -332,16 +266,16 @@ def _fits(value, hint) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint is float:  # PEP 484's numeric tower: an int is a valid float (megatron defaults use it)
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if _origin(hint) is Literal:
+    if origin(hint) is Literal:
         return any(value == c and type(value) is type(c) for c in typing.get_args(hint))
-    if _is_callable(hint):
+    if is_callable(hint):
         return callable(value) and not isinstance(value, (str, type)) or isinstance(value, functools.partial)
-    if _is_union(hint):
-        return any(_fits(value, m) for m in _members(hint))
-    if _is_list(hint) or _origin(hint) is dict:
+    if is_union(hint):
+        return any(_fits(value, m) for m in members(hint))
+    if is_list(hint) or origin(hint) is dict:
         return False  # containers are rebuilt item by item
-    origin = _origin(hint)
-    return isinstance(origin, type) and isinstance(value, origin)
+    cls = origin(hint)
+    return isinstance(cls, type) and isinstance(value, cls)
 
 
 def conform(value: Any, hint, nullable: bool = False) -> Any:
@@ -359,22 +293,22 @@ def conform(value: Any, hint, nullable: bool = False) -> Any:
         return value
     if isinstance(value, str):
         return from_text([value], inner, nullable)
-    if _is_union(inner):
-        for member in sorted(_members(inner), key=_union_order):
+    if is_union(inner):
+        for member in sorted(members(inner), key=union_order):
             try:
                 return conform(value, member)
             except CoercionError:
                 continue
         raise CoercionError(expected(hint))
-    if _is_list(inner) and isinstance(value, (list, tuple)):
+    if is_list(inner) and isinstance(value, (list, tuple)):
         args = typing.get_args(inner)
-        if _origin(inner) is tuple and args and Ellipsis not in args:
+        if origin(inner) is tuple and args and Ellipsis not in args:
             if len(value) != len(args):
                 raise CoercionError(expected(hint))
             return tuple(conform(v, a) for v, a in zip(value, args))
-        items = [conform(v, _item_hint(inner)) for v in value]
-        return items if _origin(inner) is list else _origin(inner)(items)
-    if _origin(inner) is dict and isinstance(value, dict):
+        items = [conform(v, item_hint(inner)) for v in value]
+        return items if origin(inner) is list else origin(inner)(items)
+    if origin(inner) is dict and isinstance(value, dict):
         args = typing.get_args(inner)
         return {k: conform(v, args[1] if len(args) == 2 else Any) for k, v in value.items()}
     raise CoercionError(expected(hint))
@@ -382,55 +316,4 @@ def conform(value: Any, hint, nullable: bool = False) -> Any:
 
 def takes_list(hint) -> bool:
     """Whether the flag may take several tokens (``--x 1 2 3``)."""
-    return any(_is_list(m) for m in _members(unwrap_optional(hint)[0]))
-
-
-# ----------------------------------------------------------------------------- naming
-def type_name(hint) -> str:
-    """Short type label for --help and the flag snapshot: INT, {a,b}, LIST[INT], INT|null."""
-    inner, optional = unwrap_optional(hint)
-    if _is_union(inner):
-        name = "|".join(type_name(m) for m in _members(inner))
-    elif inner in (bool, int, float, str):
-        name = inner.__name__.upper()
-    elif inner is torch.dtype:
-        name = "DTYPE"
-    elif _origin(inner) is Literal:
-        name = "{" + ",".join(_choices(inner)) + "}"
-    elif isinstance(inner, type) and issubclass(inner, enum.Enum):
-        name = "{" + ",".join(_choices(inner)) + "}"
-    elif _is_callable(inner):
-        name = "CALLABLE"
-    elif _is_list(inner):
-        args = [a for a in typing.get_args(inner) if a is not Ellipsis]
-        label = "TUPLE" if _origin(inner) is tuple else "LIST"
-        name = f"{label}[{','.join(type_name(a) for a in args)}]" if args else label
-    elif _origin(inner) is dict:
-        name = "DICT"
-    elif inner is Any:
-        name = "YAML"
-    else:
-        name = getattr(inner, "__name__", str(inner))
-    return f"{name}|null" if optional else name
-
-
-def expected(hint) -> str:
-    """What a valid value looks like, for error messages."""
-    inner, optional = unwrap_optional(hint)
-    if _is_union(inner):
-        text = " or ".join(expected(m) for m in sorted(_members(inner), key=_union_order))
-    elif _is_list(inner):
-        item = _item_hint(inner)
-        text = f"a list of {type_name(item)} (1,2,3 or '[1, 2, 3]')"
-        args = typing.get_args(inner)
-        if _origin(inner) is tuple and args and Ellipsis not in args:
-            text = f"{len(args)} comma-separated values ({', '.join(type_name(a) for a in args)})"
-    elif _origin(inner) is dict:
-        text = "a YAML mapping such as '{key: value}'"
-    elif _origin(inner) is Literal or isinstance(inner, type) and issubclass(inner, enum.Enum):
-        text = "one of: " + ", ".join(_choices(inner))
-    elif _scalar_rule(inner) is not None:
-        text = _PHRASES.get(inner, "a function name (e.g. silu, gelu) or an allow-listed import path")
-    else:
-        text = f"a YAML flow value or a '{{_target_: ...}}' mapping giving a {type_name(inner)}"
-    return f"{text} or null" if optional else text
+    return any(is_list(m) for m in members(unwrap_optional(hint)[0]))

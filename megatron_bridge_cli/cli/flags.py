@@ -20,7 +20,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
-from megatron_bridge_cli.cli import coerce
+from megatron_bridge_cli.cli import typeinfo
 from megatron_bridge_cli.serialization import field_type_hints, init_fields
 
 __all__ = ["Flag", "Section", "FlagTable", "build_table", "canonical", "kind_class"]
@@ -59,7 +59,7 @@ class Flag:
 
     @property
     def is_bool(self) -> bool:
-        return coerce.unwrap_optional(self.hint)[0] is bool
+        return typeinfo.unwrap_optional(self.hint)[0] is bool
 
 
 def canonical(option: str) -> str:
@@ -92,7 +92,7 @@ class FlagTable:
                 lines.append(f"--{section.path} {{{','.join(names)}}}")
             for flag in self.section_flags(section.path):
                 neg = f" | --no-{flag.path}" if flag.is_bool else ""
-                lines.append(f"--{flag.path} {coerce.type_name(flag.hint)}{neg}")
+                lines.append(f"--{flag.path} {typeinfo.type_name(flag.hint)}{neg}")
         return lines
 
     def lookup(self, option: str) -> tuple[Optional[Flag], Optional[Section], bool]:
@@ -124,7 +124,7 @@ class FlagTable:
 
 
 def _walk(path: str, declared: type, optional: bool, kinds: dict, live: Iterable[type],
-          sections: list[Section], flags: dict[str, Flag]) -> None:
+          sections: list[Section], flags: dict[str, tuple[Flag, list[type]]]) -> None:
     classes: list[type] = []
     for cls in (declared, *(kind_class(f) for f in kinds.values()), *live):
         if cls not in classes and dataclasses.is_dataclass(cls):
@@ -133,17 +133,15 @@ def _walk(path: str, declared: type, optional: bool, kinds: dict, live: Iterable
     for cls in classes:
         hints = field_type_hints(cls)
         for f in init_fields(cls):
-            inner, opt = coerce.unwrap_optional(hints[f.name])
+            inner, opt = typeinfo.unwrap_optional(hints[f.name])
             child = f"{path}.{f.name}"
             if isinstance(inner, type) and dataclasses.is_dataclass(inner):
                 if not any(s.path == child for s in sections):
                     _walk(child, inner, opt, {}, (), sections, flags)
             elif child in flags:
-                old = flags[child]
-                if cls not in old.owners:
-                    flags[child] = dataclasses.replace(old, owners=old.owners + (cls,))
+                flags[child][1].append(cls)  # a field several kinds share is one flag
             else:
-                flags[child] = Flag(child, path, f.name, hints[f.name], (cls,))
+                flags[child] = (Flag(child, path, f.name, hints[f.name], ()), [cls])
 
 
 @functools.lru_cache(maxsize=8)
@@ -151,15 +149,15 @@ def _build(root: type, kinds_key: tuple, live: tuple) -> FlagTable:
     kinds_by_section = dict(kinds_key)
     live_by_section = dict(live)
     sections: list[Section] = []
-    flags: dict[str, Flag] = {}
+    flags: dict[str, tuple[Flag, list[type]]] = {}  # path -> (flag, classes that have it)
     hints = field_type_hints(root)
     for f in init_fields(root):
-        inner, optional = coerce.unwrap_optional(hints[f.name])
+        inner, optional = typeinfo.unwrap_optional(hints[f.name])
         if not (isinstance(inner, type) and dataclasses.is_dataclass(inner)):
             continue  # the container holds only sections today; plain fields would go here
         _walk(f.name, inner, optional, dict(kinds_by_section.get(f.name, ())),
               live_by_section.get(f.name, ()), sections, flags)
-    return FlagTable(sections, list(flags.values()))
+    return FlagTable(sections, [dataclasses.replace(f, owners=tuple(owners)) for f, owners in flags.values()])
 
 
 def build_table(container: Any = None) -> FlagTable:

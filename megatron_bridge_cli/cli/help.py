@@ -15,7 +15,7 @@ import textwrap
 
 import torch
 
-from megatron_bridge_cli.cli import coerce
+from megatron_bridge_cli.cli import typeinfo
 from megatron_bridge_cli.cli.docs import field_doc
 from megatron_bridge_cli.cli.flags import Flag, FlagTable, Section, kind_class
 from megatron_bridge_cli.errors import ConfigError
@@ -112,7 +112,7 @@ def _kinds_text(section: Section) -> str:
 def _flag_lines(flag: Flag, obj, cls: type, label: str = "current") -> list[str]:
     hint = flag.hint
     value = "" if obj is None else f"  ({label}: {show_value(getattr(obj, flag.name))})"
-    head = f"  --{flag.path} {coerce.type_name(hint)}"
+    head = f"  --{flag.path} {typeinfo.type_name(hint)}"
     if flag.is_bool:
         head += f" | --no-{flag.path}"
     doc = field_doc(cls, flag.name) or "(undocumented)"

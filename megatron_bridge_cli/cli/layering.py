@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable, Optional
 
-from megatron_bridge_cli.cli import coerce
+from megatron_bridge_cli.cli import coerce, typeinfo
 from megatron_bridge_cli.cli.argv import Option
 from megatron_bridge_cli.cli.flags import Flag, FlagTable, Section, build_table
 from megatron_bridge_cli.errors import ConfigError
@@ -196,7 +196,7 @@ def _flag_tokens(opt: Option, flag: Flag, negated: bool) -> list[str]:
     if flag.is_bool and not opt.values:
         return ["true"]
     if not opt.values:
-        raise ConfigError(f"{opt.name} needs a value: {coerce.expected(flag.hint)}")
+        raise ConfigError(f"{opt.name} needs a value: {typeinfo.expected(flag.hint)}")
     if len(opt.values) > 1 and not coerce.takes_list(flag.hint):
         raise ConfigError(f"{opt.name} takes one value, got {len(opt.values)}: {' '.join(opt.values)!r} "
                           "(quote values with spaces)")

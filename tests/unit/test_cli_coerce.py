@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from megatron_bridge_cli.cli import coerce
+from megatron_bridge_cli.cli import coerce, typeinfo
 from megatron_bridge_cli.cli.argv import split_argv
 from megatron_bridge_cli.cli.flags import build_table
 from megatron_bridge_cli.cli.layering import resolve
@@ -181,7 +181,7 @@ def test_every_field_has_a_rule_that_accepts_its_default():
                 if not hasattr(obj, flag.name) or flag.name not in hints:
                     continue
                 hint = hints[flag.name]
-                assert coerce.type_name(hint) and coerce.expected(hint)
+                assert typeinfo.type_name(hint) and typeinfo.expected(hint)
                 current = getattr(obj, flag.name)
                 nullable = current is None
                 assert coerce.conform(current, hint, nullable) == current, flag.path
@@ -191,12 +191,12 @@ def test_every_field_has_a_rule_that_accepts_its_default():
 
 
 def test_type_names_for_help():
-    assert coerce.type_name(Optional[int]) == "INT|null"
-    assert coerce.type_name(Literal["a", "b"]) == "{a,b}"
-    assert coerce.type_name(Union[int, List[int]]) == "INT|LIST[INT]"
-    assert coerce.type_name(Optional[Tuple[int, int]]) == "TUPLE[INT,INT]|null"
-    assert coerce.type_name(torch.dtype) == "DTYPE"
-    assert coerce.type_name(Optional[Callable]) == "CALLABLE|null"
+    assert typeinfo.type_name(Optional[int]) == "INT|null"
+    assert typeinfo.type_name(Literal["a", "b"]) == "{a,b}"
+    assert typeinfo.type_name(Union[int, List[int]]) == "INT|LIST[INT]"
+    assert typeinfo.type_name(Optional[Tuple[int, int]]) == "TUPLE[INT,INT]|null"
+    assert typeinfo.type_name(torch.dtype) == "DTYPE"
+    assert typeinfo.type_name(Optional[Callable]) == "CALLABLE|null"
 
 
 @pytest.mark.parametrize("argv, message", [

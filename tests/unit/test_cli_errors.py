@@ -65,7 +65,7 @@ def test_usage_errors(argv, expected, files, capsys):
 
 
 def test_validation_reports_every_problem_at_once(capsys):
-    rc, out, err = run(["--dry-run", "--world-size", "2", "--train.global_batch_size=7",
+    rc, out, err = run(["--dry-run", "--world-size", "2", "--train.global_batch_size=7", "--train.micro_batch_size=2",
                         "--scheduler.lr_warmup_fraction=2", "--optimizer.lr=null"], capsys)
     assert rc == 2 and out == ""
     assert "invalid configuration (" in err and err.count("\n  - ") >= 3
@@ -75,7 +75,7 @@ def test_validation_reports_every_problem_at_once(capsys):
 
 def test_config_error_from_training_is_reported_the_same_way(capsys):
     # No --dry-run: the merged config goes to run_training, which finalizes first and raises.
-    rc, out, err = run(["--train.global_batch_size=7"], capsys)
+    rc, out, err = run(["--train.global_batch_size=7", "--train.micro_batch_size=2"], capsys)
     assert rc == 2
     assert err.startswith("bridge-train: error: invalid configuration") and "Traceback" not in err
 
@@ -104,3 +104,27 @@ def test_real_process_exit_codes_and_no_traceback(tmp_path):
     ok = _subprocess("--dry-run", "--world-size", "2")
     assert ok.returncode == 0, ok.stderr
     assert "parameters: " in ok.stdout and "Traceback" not in ok.stderr
+
+
+# ----------------------------------------------------------------------------- argv and the launcher hand-off
+def test_argv_grammar_and_worker_argv():
+    from megatron_bridge_cli.cli.argv import split_argv
+
+    argv = ["--nproc-per-node", "2", "--model.num_layers", "3", "--nnodes=1", "--dataset.data_path", "a", "b",
+            "--optimizer.lr=-1e-3", "--scheduler.lr_warmup_init", "-.5", "--master_port", "29999", "--dry-run"]
+    g, options = split_argv(argv)
+    assert (g.nproc_per_node, g.nnodes, g.master_port, g.dry_run) == (2, 1, 29999, True)
+    assert [(o.name, o.values) for o in options] == [
+        ("--model.num_layers", ["3"]), ("--dataset.data_path", ["a", "b"]), ("--optimizer.lr", ["-1e-3"]),
+        ("--scheduler.lr_warmup_init", ["-.5"]),
+    ]
+    # Workers get everything but the launcher options, in the original order.
+    assert g.worker_argv == ["--model.num_layers", "3", "--dataset.data_path", "a", "b", "--optimizer.lr=-1e-3",
+                             "--scheduler.lr_warmup_init", "-.5", "--dry-run"]
+
+
+def test_launch_validates_once_before_spawning_workers(capsys):
+    rc, out, err = run(["--nproc-per-node", "2", "--train.global_batch_size=7", "--train.micro_batch_size=2"], capsys)
+    assert rc == 2 and "--train.global_batch_size (7) is not divisible" in err
+    rc, out, err = run(["--nproc-per-node", "0"], capsys)
+    assert rc == 2 and "--nproc-per-node (0) must be at least 1" in err

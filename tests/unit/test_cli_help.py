@@ -33,7 +33,8 @@ def test_overview_lists_options_and_sections_not_hundreds_of_flags(capsys):
 
 def test_section_help_shows_type_current_value_and_docstring(capsys):
     out = run(capsys, "--help", "model")
-    assert "--model.num_layers INT  (current: 4)" in out
+    layers = RECIPES[DEFAULT_RECIPE]().model.num_layers
+    assert f"--model.num_layers INT  (current: {layers})" in out
     assert "Number of transformer layers in a transformer block." in out  # megatron-core's docstring
     assert "--model.bf16 BOOL | --no-model.bf16  (current: false)" in out
     assert "--model.params_dtype DTYPE  (current: float32)" in out

@@ -12,6 +12,7 @@ from megatron_bridge_cli.cli.argv import split_argv
 from megatron_bridge_cli.cli.layering import resolve
 from megatron_bridge_cli.config import DoRAConfig, LoRAConfig, MockGPTDatasetConfig, T5ModelProvider, finalize
 from megatron_bridge_cli.errors import ConfigError
+from megatron_bridge_cli.recipes import DEFAULT_RECIPE, RECIPES
 
 
 def build(*argv: str):
@@ -35,7 +36,7 @@ def yaml_file(tmp_path):
 def test_recipe_then_yaml_then_yaml_then_flags(yaml_file):
     first = yaml_file("model: {num_layers: 6, hidden_size: 256}\ntrain: {micro_batch_size: 2}\n")
     second = yaml_file("model:\n  num_layers: 8\n")
-    assert build().model.num_layers == 4  # the recipe
+    assert build().model.num_layers == RECIPES[DEFAULT_RECIPE]().model.num_layers
     assert build("--config-file", first).model.num_layers == 6
     cfg = build("--config-file", first, "--config-file", second)
     assert (cfg.model.num_layers, cfg.model.hidden_size) == (8, 256)  # later file wins, earlier keys stay
