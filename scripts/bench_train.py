@@ -1,0 +1,249 @@
+"""bridge-train vs a minimal hand-written megatron-core loop: step time and peak memory.
+
+    python scripts/bench_train.py --nproc 2 --iters 40 --repeats 2
+
+Both train the same GPT (gpt_cpu_tiny's architecture) on the same megatron-core mock data with
+the same process count, batch and optimizer, one after the other in this one invocation
+(alternating, ``--repeats`` times; the best median of each side counts, which damps noise from
+other load on the machine). Per-iteration time is the median over the iterations after
+``--warmup``, as each loop itself reports it (bridge-train's Megatron-LM log line at
+log_interval=1; the baseline times its loop body the same way, loss ``.item()`` included).
+Peak memory is the largest max-RSS of any rank on CPU (CUDA max allocated on GPU).
+Targets: time ratio <= 1.03, memory ratio <= 1.10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import redirect_stdout
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TIME_RE = re.compile(r"^iteration\s+(\d+)/.*elapsed time per iteration \(ms\): ([0-9.]+)", re.M)
+
+
+def bench_config(iters: int):
+    """The benchmarked run: gpt_cpu_tiny on mock data, no evaluation, no checkpoints."""
+    from megatron_bridge_cli.recipes.gpt import gpt_cpu_tiny
+
+    cfg = gpt_cpu_tiny(train_iters=iters)
+    cfg.scheduler.lr_warmup_iters = 1
+    cfg.train.eval_iters = 0
+    cfg.train.eval_interval = None
+    cfg.logger.log_interval = 1
+    cfg.logger.log_memory = False
+    cfg.dataset.data_path = None
+    return cfg
+
+
+def _peak_mb() -> float:
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _write(out_dir: str, name: str, times_ms: list[float]) -> None:
+    rank = int(os.environ.get("RANK", 0))
+    Path(out_dir, f"{name}.rank{rank}.json").write_text(json.dumps({"times_ms": times_ms, "peak_mb": _peak_mb()}))
+
+
+# --------------------------------------------------------------------------- the two workers
+def worker_bridge(iters: int, out_dir: str) -> None:
+    from megatron_bridge_cli.training.entry import run_training
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        rc = run_training(bench_config(iters))
+    sys.stdout.write(buf.getvalue()[-2000:])
+    times = [float(m.group(2)) for m in TIME_RE.finditer(buf.getvalue())]
+    _write(out_dir, "bridge", times)
+    if rc:
+        raise SystemExit(rc)
+
+
+def worker_baseline(iters: int, out_dir: str) -> None:
+    """What a user would write by hand with megatron-core (cf. its run_simple_mcore_train_loop)."""
+    import datetime
+
+    import torch
+    from megatron.core import parallel_state, tensor_parallel
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    from megatron.core.datasets.gpt_dataset import GPTDatasetConfig, MockGPTDataset
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+    from megatron.core.models.gpt import GPTModel
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+    from megatron.core.transformer import TransformerConfig
+
+    from megatron_bridge_cli.data.tokenizers import ByteLevelTokenizer
+
+    cpu = not torch.cuda.is_available()
+    if cpu:
+        from megatron_bridge_cli.training.cpu_compat import apply_cpu_compat
+
+        apply_cpu_compat()
+    else:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    torch.distributed.init_process_group("gloo" if cpu else "nccl", timeout=datetime.timedelta(minutes=5))
+    parallel_state.initialize_model_parallel(1, 1)
+    torch.manual_seed(1234)
+    tensor_parallel.model_parallel_cuda_manual_seed(1234)
+
+    ref = bench_config(iters)  # same sizes as the bridge run, spelled out by hand below
+    m, t = ref.model, ref.train
+    seq, gbs, mbs = m.seq_length, t.global_batch_size, t.micro_batch_size
+    dp = torch.distributed.get_world_size()
+    config = TransformerConfig(
+        num_layers=m.num_layers, hidden_size=m.hidden_size, num_attention_heads=m.num_attention_heads,
+        ffn_hidden_size=m.ffn_hidden_size, normalization="RMSNorm", activation_func=torch.nn.functional.silu,
+        gated_linear_unit=True, add_bias_linear=False, hidden_dropout=0.0, attention_dropout=0.0,
+    )
+    model = GPTModel(
+        config=config, transformer_layer_spec=get_gpt_layer_local_spec(normalization="RMSNorm"),
+        vocab_size=384, max_sequence_length=seq, position_embedding_type="rope",
+        share_embeddings_and_output_weights=True,
+    )
+    if not cpu:
+        model = model.cuda()
+    model = DistributedDataParallel(config=config, ddp_config=DistributedDataParallelConfig(), module=model)
+    o = ref.optimizer
+    optimizer = get_megatron_optimizer(
+        OptimizerConfig(optimizer="adam", lr=o.lr, min_lr=o.min_lr, weight_decay=o.weight_decay,
+                        adam_beta1=0.9, adam_beta2=o.adam_beta2, adam_eps=o.adam_eps, clip_grad=1.0),
+        [model],
+    )
+    scheduler = OptimizerParamScheduler(
+        optimizer, init_lr=0.0, max_lr=o.lr, min_lr=o.min_lr, lr_warmup_steps=gbs, lr_decay_steps=iters * gbs,
+        lr_decay_style="cosine", start_wd=o.weight_decay, end_wd=o.weight_decay, wd_incr_steps=iters * gbs,
+        wd_incr_style="constant",
+    )
+    config.grad_scale_func = optimizer.scale_loss
+    config.finalize_model_grads_func = finalize_model_grads
+
+    data_config = GPTDatasetConfig(
+        random_seed=1234, sequence_length=seq, split="969,30,1", tokenizer=ByteLevelTokenizer(),
+        reset_position_ids=False, reset_attention_mask=False, eod_mask_loss=False,
+    )
+    train_ds = BlendedMegatronDatasetBuilder(MockGPTDataset, [iters * gbs, 0, 0], lambda: True, data_config).build()[0]
+    rank = torch.distributed.get_rank()
+
+    def batches():
+        for start in range(0, iters * gbs, mbs * dp):
+            items = [train_ds[start + rank * mbs + i] for i in range(mbs)]
+            yield {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+    data = batches()
+
+    def forward_step(data_iterator, model):
+        b = next(data_iterator)
+        if not cpu:
+            b = {k: v.cuda(non_blocking=True) for k, v in b.items()}
+        out = model(b["tokens"], b["position_ids"], b["attention_mask"], labels=b["labels"])
+
+        def loss_func(output):
+            mask = b["loss_mask"].view(-1).float()
+            total = torch.stack([(output.float().view(-1) * mask).sum(), mask.sum()])
+            return total[0].clone(), total[1].to(torch.int), {"lm loss": total.detach()}
+
+        return out, loss_func
+
+    fwd_bwd = get_forward_backward_func()
+    times = []
+    for it in range(iters):
+        if not cpu:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        model.zero_grad_buffer()
+        optimizer.zero_grad()
+        losses = fwd_bwd(forward_step_func=forward_step, data_iterator=data, model=[model],
+                         num_microbatches=gbs // (mbs * dp), seq_length=seq, micro_batch_size=mbs, forward_only=False)
+        optimizer.step()
+        scheduler.step(increment=gbs)
+        total = torch.stack([d["lm loss"] for d in losses]).sum(0)
+        torch.distributed.all_reduce(total)
+        loss = (total[0] / total[1]).item()
+        if not cpu:
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1000)
+        if rank == 0:
+            print(f"baseline iteration {it + 1} | lm loss: {loss:.6E} | ms: {times[-1]:.1f}", flush=True)
+    _write(out_dir, "baseline", times)
+    parallel_state.destroy_model_parallel()
+    torch.distributed.destroy_process_group()
+
+
+# --------------------------------------------------------------------------- the driver
+def run_side(kind: str, nproc: int, iters: int, out_dir: str) -> dict:
+    for f in Path(out_dir).glob(f"{kind}.rank*.json"):
+        f.unlink()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           __file__, "--worker", kind, "--iters", str(iters), "--out", out_dir]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    proc = subprocess.run(["timeout", "600"] + cmd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{kind} run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    ranks = [json.loads(f.read_text()) for f in sorted(Path(out_dir).glob(f"{kind}.rank*.json"))]
+    times = next(r["times_ms"] for r in ranks if r["times_ms"])  # the reporting rank's
+    return {"times_ms": times, "peak_mb": max(r["peak_mb"] for r in ranks)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--nproc", type=int, default=2)
+    p.add_argument("--iters", type=int, default=40)
+    p.add_argument("--warmup", type=int, default=5, help="first iterations left out of the median")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--worker", choices=["bridge", "baseline"], help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.worker == "bridge":
+        worker_bridge(a.iters, a.out)
+        return 0
+    if a.worker == "baseline":
+        worker_baseline(a.iters, a.out)
+        return 0
+    results = {"bridge": [], "baseline": []}
+    with tempfile.TemporaryDirectory() as out:
+        for rep in range(a.repeats):
+            for kind in ("bridge", "baseline") if rep % 2 == 0 else ("baseline", "bridge"):
+                r = run_side(kind, a.nproc, a.iters, out)
+                med = statistics.median(r["times_ms"][a.warmup:])
+                results[kind].append((med, r["peak_mb"]))
+                print(f"  run {rep + 1} {kind:8s}: median {med:8.1f} ms/iter, peak {r['peak_mb']:8.1f} MB", flush=True)
+    best = {k: (min(v[0] for v in vals), max(v[1] for v in vals)) for k, vals in results.items()}
+    unit = "CUDA max allocated" if _cuda() else "max RSS"
+    print(f"\n{a.nproc} processes, {a.iters} iterations (median after {a.warmup}), best of {a.repeats}")
+    print(f"{'':12s}{'ms/iter':>10s}{'peak MB (' + unit + ')':>28s}")
+    for k in ("bridge", "baseline"):
+        print(f"{k:12s}{best[k][0]:10.1f}{best[k][1]:28.1f}")
+    tr, mr = best["bridge"][0] / best["baseline"][0], best["bridge"][1] / best["baseline"][1]
+    print(f"time ratio   {tr:.3f}  (target <= 1.03) {'ok' if tr <= 1.03 else 'ABOVE TARGET'}")
+    print(f"memory ratio {mr:.3f}  (target <= 1.10) {'ok' if mr <= 1.10 else 'ABOVE TARGET'}")
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
