@@ -84,7 +84,12 @@ def summarize(cfg, world_size: int) -> str:
     from megatron_bridge_cli.training.param_count import count_parameters
 
     final = finalize(cfg, world_size)
-    count = count_parameters(final.model)
+    try:
+        count = count_parameters(final.model)
+    except (AssertionError, ValueError, TypeError, RuntimeError, ImportError) as e:
+        # megatron-core checks some combinations only while building modules: still the config's fault
+        raise ConfigError(f"the model cannot be built from this configuration (on the meta device, to count "
+                          f"its parameters): {type(e).__name__}: {e}") from None
     mem = estimate_memory(final, count.per_gpu_max)
     lines = [f"dry run: configuration is valid for world size {world_size}"]
     lines += _derived_lines(final, world_size)

@@ -135,12 +135,15 @@ def _merge_section_mapping(cfg, table: FlagTable, section: Section, data: dict, 
         if not (isinstance(cls, type) and issubclass(cls, section.declared)):
             raise ConfigError(f"{source}: {section.path}: _target_ {data['_target_']!r} is not a "
                               f"{section.declared.__name__}")
-        _set(cfg, section.path, decode_dataclass(cls, {}, section.path))
+        data = {k: v for k, v in data.items() if k != "_target_"}
+        try:  # built from the mapping (classes may have required fields); values re-checked below
+            _set(cfg, section.path, decode_dataclass(cls, data, section.path))
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
         prefix = section.path + "."
         cfg.explicit_paths.difference_update({p for p in cfg.explicit_paths if p.startswith(prefix)})
         cfg.explicit_paths.add(section.path)
         table = build_table(cfg)
-        data = {k: v for k, v in data.items() if k != "_target_"}
     for key, value in data.items():
         path = f"{section.path}.{key}"
         if path in table.sections:
