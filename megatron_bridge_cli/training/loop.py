@@ -71,6 +71,10 @@ def forward_step(data_iterator, model):
     batch = None
     if (gpt.pre_process or gpt.post_process) and data_iterator is not None:
         batch = _to_device(next(data_iterator))
+        if gpt.config.context_parallel_size > 1:
+            from megatron.core.utils import get_batch_on_this_cp_rank
+
+            batch = get_batch_on_this_cp_rank(batch)  # this rank's share of the sequence
     tokens = batch["tokens"] if batch is not None and gpt.pre_process else None
     position_ids = batch["position_ids"] if batch is not None and gpt.pre_process else None
     labels = batch["labels"] if batch is not None and gpt.post_process else None

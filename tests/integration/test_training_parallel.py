@@ -89,11 +89,11 @@ def test_tp2_checkpoint_loads_into_tp1(tp2, stdlib_data, tmp_path):
 def test_interleaved_pipeline_trains(stdlib_data, tmp_path):
     save = tmp_path / "ckpt"
     out = assert_ok(run_job({
-        "train.train_iters": 10, "train.eval_interval": 5, "dataset.data_path": [stdlib_data],
+        "train.train_iters": 6, "train.eval_interval": 6, "dataset.data_path": [stdlib_data],
         "model.pipeline_model_parallel_size": 2, "model.virtual_pipeline_model_parallel_size": 2,
         "checkpoint.save": str(save),
     }, nproc=2))
     assert "PP=2 VP=2" in out
     got = losses(out)
-    assert sorted(got) == list(range(1, 11)) and got[10] < got[1] - 0.3, got
-    assert (save / "latest_checkpointed_iteration.txt").read_text() == "10"
+    assert sorted(got) == list(range(1, 7)) and got[6] < got[1] - 0.2, got
+    assert (save / "latest_checkpointed_iteration.txt").read_text() == "6"
