@@ -4,6 +4,10 @@ Every value a YAML file or flag sets is recorded in ``cfg.explicit_paths``, so l
 (mixed-precision presets, finalize) never overwrite it. Nothing is derived or validated here;
 finalize() does that once, at the end.
 
+A YAML file that is a whole-container dump (top-level ``_target_``, as --print-config and
+to_yaml write) is a snapshot, not a list of choices: only the paths in its ``_explicit_`` list
+(written by --print-config) become explicit, so reloading it does not block presets.
+
 Sections are switched by name (``--peft=lora``, ``model: t5`` in YAML) or off with null.
 Switching builds the kind's defaults and carries over the fields the user set explicitly
 before (YAML or earlier flags) that the new kind also has; the recipe's other values of that
@@ -19,6 +23,7 @@ from typing import Any, Iterable, Optional
 from megatron_bridge_cli.cli import coerce, typeinfo
 from megatron_bridge_cli.cli.argv import Option
 from megatron_bridge_cli.cli.flags import Flag, FlagTable, Section, build_table
+from megatron_bridge_cli.config.container import EXPLICIT_KEY
 from megatron_bridge_cli.errors import ConfigError
 from megatron_bridge_cli.serialization import (
     decode_dataclass, field_type_hints, init_fields, load_yaml_file, resolve_target, suggest,
@@ -173,16 +178,40 @@ def merge_mapping(cfg, data: Any, source: str) -> None:
         return  # an empty file changes nothing
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    listed = data.get(EXPLICIT_KEY)
+    if listed is None and "_target_" in data:
+        listed = []  # a whole-container snapshot (to_yaml) without the list: its values are not choices
+    if listed is not None and not (isinstance(listed, list) and all(isinstance(p, str) for p in listed)):
+        raise ConfigError(f"{source}: {EXPLICIT_KEY} must be a list of dotted paths")
     table = build_table(cfg)
     for key, value in data.items():
-        if key == "_target_":
-            continue  # a full --print-config dump names the container class
+        if key in ("_target_", EXPLICIT_KEY):
+            continue  # a --print-config dump names the container class and lists explicit paths
         section = table.sections.get(str(key))
         if section is None or "." in str(key):
             top = [p for p in table.sections if "." not in p]
             raise ConfigError(f"{source}: unknown section {key!r}{suggest(str(key), top)}")
         _merge_section(cfg, table, section, value, source)
         table = build_table(cfg)  # a swapped-in class may bring fields of its own
+    if listed is not None:
+        # A printed config says which of its values were explicit: those, not every key it holds
+        # (a full dump marking everything explicit would block every mixed-precision preset).
+        cfg.explicit_paths.difference_update(_paths_in(table, data))
+        cfg.explicit_paths.update(listed)
+
+
+def _paths_in(table: FlagTable, data: dict, prefix: str = "") -> set[str]:
+    """Dotted paths of the sections and fields a YAML mapping sets."""
+    paths = set()
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if path in table.sections:
+            paths.add(path)
+            if isinstance(value, dict):
+                paths |= _paths_in(table, {k: v for k, v in value.items() if k != "_target_"}, path + ".")
+        elif path in table.flags:
+            paths.add(path)
+    return paths
 
 
 def merge_config_file(cfg, path: str) -> None:

@@ -57,6 +57,20 @@ def _list_recipes() -> str:
     return "\n".join(lines)
 
 
+def config_yaml(cfg) -> str:
+    """--print-config: the to_yaml text plus the paths set explicitly, so that feeding it back
+    (--recipe or --config-file) reproduces the run, presets included."""
+    from megatron_bridge_cli.config.container import EXPLICIT_KEY
+
+    text = cfg.to_yaml()
+    if cfg.explicit_paths:
+        import yaml
+
+        text += "# set by config files or flags: kept over --mixed_precision / --comm_overlap presets\n"
+        text += yaml.safe_dump({EXPLICIT_KEY: sorted(cfg.explicit_paths)}, default_flow_style=False)
+    return text
+
+
 def _help(g, options, out: _Output) -> int:
     """Help reflects the command line; a broken command line falls back to the plain recipe."""
     from megatron_bridge_cli.cli.flags import build_table
@@ -121,7 +135,7 @@ def _run(argv: list[str], out: _Output) -> int:
 
     cfg = resolve(g.recipe, g.config_files, options)
     if g.print_config:
-        out(cfg.to_yaml())
+        out(config_yaml(cfg))
     if g.dry_run:
         from megatron_bridge_cli.cli.dry_run import dry_run_world_size, summarize
 

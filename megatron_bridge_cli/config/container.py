@@ -29,7 +29,11 @@ from megatron_bridge_cli.config.tokenizer import TokenizerConfig
 from megatron_bridge_cli.config.training import TrainingConfig
 from megatron_bridge_cli.errors import ConfigError
 
-__all__ = ["ConfigContainer", "SECTION_KINDS"]
+__all__ = ["ConfigContainer", "SECTION_KINDS", "EXPLICIT_KEY"]
+
+EXPLICIT_KEY = "_explicit_"
+"""Optional top-level YAML key listing ``explicit_paths`` (bridge-train --print-config writes it),
+so a printed config reloads with the same protection against presets."""
 
 
 @dataclass
@@ -128,10 +132,15 @@ class ConfigContainer:
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path!r} must hold a mapping of sections, got {type(data).__name__}")
         data = {k: v for k, v in data.items() if k != "_target_"}
+        explicit = data.pop(EXPLICIT_KEY, None) or []
+        if not (isinstance(explicit, list) and all(isinstance(p, str) for p in explicit)):
+            raise ConfigError(f"config file {path!r}: {EXPLICIT_KEY} must be a list of dotted paths")
         try:
-            return serialization.decode_dataclass(cls, data, where="")
+            cfg = serialization.decode_dataclass(cls, data, where="")
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
+        cfg.explicit_paths.update(explicit)
+        return cfg
 
     def finalize(self, world_size: int = 1) -> "ConfigContainer":
         """Derived, validated copy of this container (see config.finalize)."""

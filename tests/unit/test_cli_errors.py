@@ -90,20 +90,21 @@ def test_only_rank_zero_prints(monkeypatch, capsys):
     assert rc == 2 and "did you mean" in err
 
 
-def _subprocess(*argv: str, env_extra=None):
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "megatron_bridge_cli", *argv], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+def _start(*argv: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "megatron_bridge_cli", *argv], cwd=REPO, env=dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_real_process_exit_codes_and_no_traceback(tmp_path):
-    bad = _subprocess("--model.num-layer=3")
+def test_real_process_exit_codes_and_no_traceback():
+    # Both started at once: each pays the megatron-core import, the test pays it once.
+    bad, ok = _start("--model.num-layer=3"), _start("--dry-run", "--world-size", "2")
+    bad_out, bad_err = bad.communicate(timeout=300)
+    ok_out, ok_err = ok.communicate(timeout=300)
     assert bad.returncode == 2
-    assert bad.stderr.startswith("bridge-train: error: unknown flag --model.num-layer; did you mean --model.num_layers")
-    assert "Traceback" not in bad.stderr and bad.stdout == ""
-    ok = _subprocess("--dry-run", "--world-size", "2")
-    assert ok.returncode == 0, ok.stderr
-    assert "parameters: " in ok.stdout and "Traceback" not in ok.stderr
+    assert bad_err.startswith("bridge-train: error: unknown flag --model.num-layer; did you mean --model.num_layers")
+    assert "Traceback" not in bad_err and bad_out == ""
+    assert ok.returncode == 0, ok_err
+    assert "parameters: " in ok_out and "Traceback" not in ok_err
 
 
 # ----------------------------------------------------------------------------- argv and the launcher hand-off

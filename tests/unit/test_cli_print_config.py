@@ -62,3 +62,43 @@ def test_print_config_is_yaml_only(capsys):
 
     data = yaml.safe_load(printed(capsys))
     assert data["model"]["_target_"].endswith("GPTModelProvider") and data["peft"] is None
+
+
+@pytest.mark.parametrize("flags", [
+    ["--mixed_precision=bf16_mixed"],  # the preset sets model.bf16: a dump must not block that
+    ["--mixed_precision=bf16_mixed", "--model.params_dtype=fp32"],  # an explicit value beats it
+])
+def test_round_trip_reproduces_the_finalized_run(flags, tmp_path, capsys):
+    from megatron_bridge_cli.config import finalize
+
+    original = build(*flags)
+    path = tmp_path / "resolved.yaml"
+    path.write_text(printed(capsys, *flags))
+    expected = finalize(original, 1)
+    for layer in (["--recipe", str(path)], ["--config-file", str(path)]):
+        again = build(*layer)
+        assert again == original and again.explicit_paths == original.explicit_paths
+        final = finalize(again, 1)
+        assert final.to_yaml() == expected.to_yaml()  # (partials compare by identity; their YAML does not)
+    assert expected.model.bf16 is True
+    assert expected.model.params_dtype == (original.model.params_dtype if len(flags) > 1 else
+                                           original.mixed_precision.params_dtype)
+
+
+def test_explicit_list_must_be_paths(tmp_path):
+    from megatron_bridge_cli.errors import ConfigError
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("_explicit_: model.bf16\n")
+    with pytest.raises(ConfigError, match="_explicit_ must be a list of dotted paths"):
+        build("--config-file", str(path))
+
+
+def test_a_to_yaml_snapshot_without_the_list_sets_nothing_explicit(tmp_path):
+    from megatron_bridge_cli.config import finalize
+
+    path = tmp_path / "saved.yaml"
+    path.write_text(build("--mixed_precision=bf16_mixed").to_yaml())  # e.g. the config a checkpoint keeps
+    cfg = build("--config-file", str(path))
+    assert cfg.explicit_paths == set()
+    assert finalize(cfg, 1).model.bf16 is True
