@@ -61,6 +61,7 @@ def _derived_lines(cfg, world_size: int) -> list[str]:
     vp = m.virtual_pipeline_model_parallel_size
     tokens = t.global_batch_size * m.seq_length
     unit = "iters" if t.train_iters is not None else "samples"
+    grads = "fp32" if cfg.ddp.grad_reduce_in_fp32 else _dtype(m.params_dtype)
     eval_text = (f"eval every {t.eval_interval} iterations x {t.eval_iters} batches "
                  f"({t.eval_num_microbatches} micro-batches each)" if t.eval_iters else "no evaluation")
     return [
@@ -74,7 +75,7 @@ def _derived_lines(cfg, world_size: int) -> list[str]:
         f"  lr schedule   {s.lr_decay_style}, lr {o.lr:g} -> {o.min_lr:g}; scheduler steps (in samples, set by "
         f"--train.train_{unit}): warmup {_n(s.lr_warmup_steps)}, decay {_n(s.lr_decay_steps)}",
         f"  precision     params {_dtype(m.params_dtype)}, bf16 {str(m.bf16).lower()}, fp16 "
-        f"{str(m.fp16).lower()}, gradients reduced in {'fp32' if cfg.ddp.grad_reduce_in_fp32 else _dtype(m.params_dtype)}",
+        f"{str(m.fp16).lower()}, gradients reduced in {grads}",
     ]
 
 

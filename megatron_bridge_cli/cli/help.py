@@ -57,7 +57,8 @@ values:
   dict      --SECTION.FIELD='{key: value}' (YAML flow)
   dtype     bf16, bfloat16 or torch.bfloat16; function: silu, gelu or an import path
   choices   {a,b,c} fields and enums take a member name (--model.attention_backend=flash)
-  sections  --peft=lora switches a section on or to another kind, --peft=null off"""
+  sections  --peft=lora switches a section on or to another kind, --peft=null off,
+            --peft='{dim: 8, alpha: 16}' sets several fields (YAML flow, as in --config-file)"""
 
 
 def _wrap(text: str, indent: int) -> list[str]:
@@ -124,7 +125,8 @@ def _section_lines(cfg, table: FlagTable, section: Section) -> list[str]:
     lines = [f"{section.path}:"]
     if obj is None:
         first = kind_class(section.kinds[0][1]) if section.kinds else section.declared
-        lines.append(f"  (off; switch on with --{section.path}={_kinds_text(section)}; defaults of {first.__name__} shown)")
+        lines.append(f"  (off; switch on with --{section.path}={_kinds_text(section)}; "
+                     f"defaults of {first.__name__} shown)")
         cls, shown, label = first, (section.kinds[0][1]() if section.kinds else None), "default"
     else:
         cls, shown, label = type(obj), obj, "current"

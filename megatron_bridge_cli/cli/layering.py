@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable, Optional
 
+import yaml
+
 from megatron_bridge_cli.cli import coerce, typeinfo
 from megatron_bridge_cli.cli.argv import Option
 from megatron_bridge_cli.cli.flags import Flag, FlagTable, Section, build_table
@@ -235,6 +237,16 @@ def _flag_tokens(opt: Option, flag: Flag, negated: bool) -> list[str]:
     return opt.values
 
 
+def _flow_mapping(text: str, where: str) -> dict:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML flow syntax: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a YAML mapping such as '{{dim: 8}}', got {text!r}")
+    return data
+
+
 def apply_flags(cfg, table: FlagTable, options: Iterable[Option]) -> None:
     """Apply config flags in command-line order."""
     for opt in options:
@@ -243,7 +255,10 @@ def apply_flags(cfg, table: FlagTable, options: Iterable[Option]) -> None:
             if len(opt.values) > 1 or not opt.values and len(section.kinds) != 1:
                 raise ConfigError(f"{opt.name} takes one kind name: {', '.join(_kind_names(section))}")
             choice = opt.values[0] if opt.values else section.kinds[0][0]
-            switch_section(cfg, section, choice, opt.name)
+            if choice.lstrip().startswith("{"):  # --model='{_target_: ..., num_layers: 2}': YAML flow
+                _merge_section(cfg, table, section, _flow_mapping(choice, opt.name), opt.name)
+            else:
+                switch_section(cfg, section, choice, opt.name)
             table = build_table(cfg)
             continue
         if flag is None:

@@ -113,12 +113,21 @@ def test_union_sections_switch_kind_and_keep_explicit_fields():
     assert build("--mixed_precision=fp16_mixed").mixed_precision.fp16 is True
 
 
+def test_a_section_flag_takes_a_yaml_mapping():
+    cfg = build("--peft=lora", "--peft={dim: 8, alpha: 16}")
+    assert (cfg.peft.dim, cfg.peft.alpha) == (8, 16) and "peft.alpha" in cfg.explicit_paths
+    cfg = build("--model={_target_: megatron_bridge_cli.config.models.t5.T5ModelProvider, num_layers: 2}")
+    assert type(cfg.model) is T5ModelProvider and cfg.model.num_layers == 2
+
+
 @pytest.mark.parametrize("argv, message", [
+    (["--peft={dim: [}"], "--peft: not valid YAML flow syntax"),
     (["--peft.dim=8"], "--peft is off; switch it on first with --peft=lora or --peft=dora"),
     (["--model.encoder_num_layers=2"], "only T5ModelProvider has this field, but --model is GPTModelProvider (gpt); "
                                        "switch first with --model=t5"),
     (["--model=null"], "--model cannot be switched off; choose one of gpt, t5, mamba"),
-    (["--peft=lorra"], "--peft: unknown kind 'lorra'; did you mean 'lora' or 'dora'? (kinds of --peft: lora, dora, null)"),
+    (["--peft=lorra"], "--peft: unknown kind 'lorra'; did you mean 'lora' or 'dora'? "
+                       "(kinds of --peft: lora, dora, null)"),
     (["--mixed_precision=bf16"], "did you mean 'bf16_mixed'"),
     (["--peft"], "--peft takes one kind name: lora, dora, null"),
 ])
