@@ -9,6 +9,7 @@ applied), so ``bridge-train --recipe llama3_8b --help model`` shows Llama's valu
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import textwrap
@@ -110,9 +111,25 @@ def _kinds_text(section: Section) -> str:
     return "{" + ",".join(names) + "}" if names else ""
 
 
+def _class_default(cls: type, name: str):
+    """The dataclass default of a field (``dataclasses.MISSING`` when it has none)."""
+    f = next((f for f in init_fields(cls) if f.name == name), None)
+    if f is None:
+        return dataclasses.MISSING
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
 def _flag_lines(flag: Flag, obj, cls: type, label: str = "current") -> list[str]:
     hint = flag.hint
-    value = "" if obj is None else f"  ({label}: {show_value(getattr(obj, flag.name))})"
+    value = ""
+    if obj is not None:
+        current, default = show_value(getattr(obj, flag.name)), _class_default(cls, flag.name)
+        value = f"  ({label}: {current}"
+        if default is not dataclasses.MISSING and show_value(default) != current:
+            value += f"; {cls.__name__} default: {show_value(default)}"  # what the recipe changed
+        value += ")"
     head = f"  --{flag.path} {typeinfo.type_name(hint)}"
     if flag.is_bool:
         head += f" | --no-{flag.path}"

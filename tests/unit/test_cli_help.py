@@ -34,11 +34,11 @@ def test_overview_lists_options_and_sections_not_hundreds_of_flags(capsys):
 def test_section_help_shows_type_current_value_and_docstring(capsys):
     out = run(capsys, "--help", "model")
     layers = RECIPES[DEFAULT_RECIPE]().model.num_layers
-    assert f"--model.num_layers INT  (current: {layers})" in out
+    assert f"--model.num_layers INT  (current: {layers}; GPTModelProvider default: 0)" in out
     assert "Number of transformer layers in a transformer block." in out  # megatron-core's docstring
     assert "--model.bf16 BOOL | --no-model.bf16  (current: false)" in out
     assert "--model.params_dtype DTYPE  (current: float32)" in out
-    assert "--model.activation_func CALLABLE  (current: silu)" in out
+    assert "--model.activation_func CALLABLE  (current: silu; GPTModelProvider default: gelu)" in out
     assert "--model.window_size TUPLE[INT,INT]|null" in out
     assert "more flag(s) of other kinds (MambaModelProvider, T5ModelProvider)" in out
     assert "--train." not in out and "--optimizer." not in out
@@ -46,11 +46,12 @@ def test_section_help_shows_type_current_value_and_docstring(capsys):
 
 def test_section_help_reflects_the_command_line(capsys):
     other = sorted(set(RECIPES) - {DEFAULT_RECIPE})[0]
-    assert "--model.num_layers INT  (current: 7)" in run(capsys, "--model.num_layers=7", "--help", "model")
+    assert "--model.num_layers INT  (current: 7;" in run(capsys, "--model.num_layers=7", "--help", "model")
     assert "(current: " in run(capsys, "--recipe", other, "--help", "train")
     out = run(capsys, "--help=peft")
     assert "off; switch on with --peft={lora,dora,null}" in out and "--peft.dim INT  (default: 32)" in out
-    assert "--peft.dim INT  (current: 8)" in run(capsys, "--peft=lora", "--peft.dim=8", "--help", "peft")
+    assert "--peft.dim INT  (current: 8; LoRAConfig default: 32)" in run(capsys, "--peft=lora", "--peft.dim=8",
+                                                                          "--help", "peft")
 
 
 def test_help_on_a_broken_command_line_still_helps(capsys):
