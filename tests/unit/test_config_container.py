@@ -57,23 +57,10 @@ def test_sections_are_megatron_core_configs():
         assert issubclass(provider, TransformerConfig)
 
 
-def _field_docstrings(cls) -> dict[str, str]:
-    """Attribute docstrings (a string literal right under the field) of one class body."""
-    import ast
-    import inspect
-    import textwrap
-
-    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            docs[node.target.id] = nxt.value.value
-    return docs
-
-
 def test_every_config_field_has_a_docstring_for_help():
     """Our own dataclasses document each field they declare (the text becomes --help)."""
     import megatron_bridge_cli.config as config
+    from megatron_bridge_cli.cli.docs import field_docs  # the extractor --help uses
 
     checked = 0
     for name in config.__all__:
@@ -81,7 +68,7 @@ def test_every_config_field_has_a_docstring_for_help():
         if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
             continue
         own = set(cls.__dict__.get("__annotations__", {}))
-        docs = _field_docstrings(cls)
+        docs = field_docs(cls)
         for f in dataclasses.fields(cls):
             if f.name in own:
                 assert docs.get(f.name, "").strip(), f"{cls.__name__}.{f.name} has no docstring"
