@@ -19,7 +19,7 @@ import torch
 
 from megatron_bridge_cli.config.models import GPTModelProvider, ModelProviderBase
 
-__all__ = ["ParameterCount", "count_parameters", "meta_model"]
+__all__ = ["ParameterCount", "count_parameters", "meta_model", "single_rank_parallel_state", "free_port"]
 
 
 @dataclass(frozen=True)
@@ -42,15 +42,17 @@ class ParameterCount:
     """Final norm plus untied output layer parameters."""
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 @contextmanager
-def _single_rank_parallel_state():
-    """A one-rank gloo group with TP=PP=1, unless the caller already has process groups."""
+def single_rank_parallel_state():
+    """A one-rank gloo group with TP=PP=1 (CPU layer applied where CUDA is absent), unless the
+    caller already has process groups."""
     from megatron.core import parallel_state
 
     from megatron_bridge_cli.training.cpu_compat import apply_cpu_compat
@@ -59,7 +61,7 @@ def _single_rank_parallel_state():
     own_group = not torch.distributed.is_initialized()
     if own_group:
         torch.distributed.init_process_group(
-            "gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+            "gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1
         )
     own_state = not parallel_state.model_parallel_is_initialized()
     if own_state:
@@ -95,7 +97,7 @@ def _unsharded_copy(provider: ModelProviderBase) -> ModelProviderBase:
 def meta_model(provider: ModelProviderBase):
     """Yield the whole model of ``provider`` built on the meta device (TP=PP=1)."""
     unsharded = _unsharded_copy(provider)
-    with _single_rank_parallel_state(), torch.device("meta"):
+    with single_rank_parallel_state(), torch.device("meta"):
         yield unsharded.provide(pre_process=True, post_process=True)
 
 
