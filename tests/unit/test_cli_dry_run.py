@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -14,6 +12,7 @@ from megatron_bridge_cli.cli.argv import split_argv
 from megatron_bridge_cli.cli.layering import resolve
 from megatron_bridge_cli.cli.main import main
 from megatron_bridge_cli.config import finalize
+from tests.parallel import single_rank_parallel_state
 
 
 def build(*argv: str):
@@ -37,26 +36,9 @@ def figure(out: str, label: str) -> int:
     return int(re.search(rf"^{label}: (\d+)", out, re.M).group(1))
 
 
-@contextmanager
 def one_rank():
     """A real one-process gloo group and megatron-core parallel state (TP=PP=1) on CPU."""
-    from megatron.core import parallel_state
-    from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
-
-    from megatron_bridge_cli.training.cpu_compat import apply_cpu_compat
-
-    apply_cpu_compat()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
-    try:
-        parallel_state.initialize_model_parallel(1, 1)
-        model_parallel_cuda_manual_seed(1234)
-        yield
-    finally:
-        parallel_state.destroy_model_parallel()
-        torch.distributed.destroy_process_group()
+    return single_rank_parallel_state()
 
 
 def built_model_parameters(*argv: str, world_size: int = 1) -> list[tuple[int, bool]]:

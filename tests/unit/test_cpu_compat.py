@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -24,29 +23,14 @@ pytestmark = pytest.mark.skipif(
 SEQ, VOCAB, BATCH = 32, 128, 2
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def megatron_single_process() -> Iterator[None]:
     """A one-rank gloo world with TP=PP=1 and seeded model-parallel RNG; torn down after."""
-    from megatron.core import parallel_state
-    from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
+    from tests.parallel import single_rank_parallel_state
 
     assert apply_cpu_compat()
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
-    )
-    try:
-        parallel_state.initialize_model_parallel(1, 1)
-        model_parallel_cuda_manual_seed(1234)
+    with single_rank_parallel_state(seed=1234):
         yield
-    finally:
-        parallel_state.destroy_model_parallel()
-        torch.distributed.destroy_process_group()
 
 
 def _tiny_gpt(**config_overrides):
