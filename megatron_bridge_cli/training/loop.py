@@ -96,21 +96,28 @@ def _reduce_losses(losses_reduced: list) -> Optional[float]:
 
 
 # --------------------------------------------------------------------------- train / eval steps
+def _run_schedule(cfg, built: Built, iterators: list, forward_backward, num_microbatches: int,
+                  micro_batch_size: int, forward_only: bool):
+    """One pass of megatron-core's pipeline schedule over ``num_microbatches`` micro-batches."""
+    return forward_backward(
+        forward_step_func=forward_step,
+        data_iterator=iterators if len(iterators) > 1 else iterators[0],  # one per model chunk
+        model=built.model,
+        num_microbatches=num_microbatches,
+        seq_length=cfg.dataset.sequence_length,
+        micro_batch_size=micro_batch_size,
+        decoder_seq_length=cfg.dataset.sequence_length,
+        forward_only=forward_only,
+    )
+
+
 def train_step(cfg, built: Built, iterators: list, forward_backward) -> tuple[Optional[float], bool, Optional[float]]:
     t = cfg.train
     for chunk in built.model:
         chunk.zero_grad_buffer()
     built.optimizer.zero_grad()
-    losses = forward_backward(
-        forward_step_func=forward_step,
-        data_iterator=iterators if len(iterators) > 1 else iterators[0],
-        model=built.model,
-        num_microbatches=t.num_microbatches,
-        seq_length=cfg.dataset.sequence_length,
-        micro_batch_size=t.micro_batch_size,
-        decoder_seq_length=cfg.dataset.sequence_length,
-        forward_only=False,
-    )
+    losses = _run_schedule(cfg, built, iterators, forward_backward, t.num_microbatches, t.micro_batch_size,
+                           forward_only=False)
     update_successful, grad_norm, _ = built.optimizer.step()
     if update_successful:
         built.scheduler.step(increment=t.global_batch_size)
@@ -128,16 +135,8 @@ def evaluate(cfg, built: Built, iterators: list, forward_backward) -> Optional[f
     totals = []
     with torch.no_grad():
         for _ in range(t.eval_iters):
-            out = forward_backward(
-                forward_step_func=forward_step,
-                data_iterator=iterators if len(iterators) > 1 else iterators[0],
-                model=built.model,
-                num_microbatches=t.eval_num_microbatches,
-                seq_length=cfg.dataset.sequence_length,
-                micro_batch_size=eval_mbs,
-                decoder_seq_length=cfg.dataset.sequence_length,
-                forward_only=True,
-            )
+            out = _run_schedule(cfg, built, iterators, forward_backward, t.eval_num_microbatches, eval_mbs,
+                                forward_only=True)
             if out and ps.is_pipeline_last_stage(ignore_virtual=True):
                 totals.append(torch.stack([d["lm loss"] for d in out]).sum(dim=0))
     for chunk in built.model:
