@@ -17,13 +17,14 @@ switches it on; with several kinds (``--peft``) it is an error naming them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, Iterable, Optional
 
 import yaml
 
 from megatron_bridge_cli.cli import coerce, typeinfo
-from megatron_bridge_cli.cli.argv import Option
+from megatron_bridge_cli.cli.parser import Override
 from megatron_bridge_cli.cli.flags import Flag, FlagTable, Section, build_table
 from megatron_bridge_cli.config.container import EXPLICIT_KEY
 from megatron_bridge_cli.errors import ConfigError
@@ -31,7 +32,7 @@ from megatron_bridge_cli.serialization import (
     decode_dataclass, field_type_hints, init_fields, load_yaml_file, resolve_target, suggest,
 )
 
-__all__ = ["resolve", "merge_mapping", "merge_config_file", "apply_flags", "switch_section"]
+__all__ = ["resolve", "merge_mapping", "merge_config_file", "apply_overrides", "switch_section"]
 
 _OFF_WORDS = {"null", "none", "None", "Null", "NULL", "~", "off"}
 
@@ -119,6 +120,8 @@ def _assign(cfg, table: FlagTable, flag: Flag, where: str, *, tokens=None, value
         hint = f"; switch first with --{section.path}={switch[0]}" if switch else ""
         raise ConfigError(f"{where}: only {owners} has this field, but --{section.path} is "
                           f"{_current_kind(section, obj)}{hint}")
+    if value == "???":  # OmegaConf's MISSING marker, as Megatron-Bridge YAML files use it
+        raise ConfigError(f"{where}: '???' marks a value that must be filled in; set it (e.g. --{flag.path}=...)")
     hint = field_type_hints(type(obj))[f.name]
     nullable = f.default is None
     try:
@@ -136,7 +139,8 @@ def _assign(cfg, table: FlagTable, flag: Flag, where: str, *, tokens=None, value
 
 
 # ----------------------------------------------------------------------------- YAML
-def _merge_section_mapping(cfg, table: FlagTable, section: Section, data: dict, source: str) -> None:
+def _merge_section_mapping(cfg, table: FlagTable, section: Section, data: dict, source: str,
+                           problems: Optional[list[str]] = None) -> None:
     if "_target_" in data:  # a whole object: replace the section, every key given is explicit
         cls = resolve_target(data["_target_"], f"{source}: {section.path}")
         if not (isinstance(cls, type) and issubclass(cls, section.declared)):
@@ -152,23 +156,38 @@ def _merge_section_mapping(cfg, table: FlagTable, section: Section, data: dict, 
         cfg.explicit_paths.add(section.path)
         table = build_table(cfg)
     for key, value in data.items():
-        path = f"{section.path}.{key}"
-        if path in table.sections:
-            _merge_section(cfg, table, table.sections[path], value, source)
-            continue
-        flag = table.flags.get(path)
-        if flag is None:
-            names = [f.name for f in table.section_flags(section.path)]
-            raise ConfigError(f"{source}: unknown key {key!r} in section {section.path!r}{suggest(str(key), names)}")
-        _assign(cfg, table, flag, f"{source}: {path}", value=value)
+        with _collect(problems):
+            path = f"{section.path}.{key}"
+            if path in table.sections:
+                _merge_section(cfg, table, table.sections[path], value, source, problems)
+                continue
+            flag = table.flags.get(path)
+            if flag is None:
+                names = [f.name for f in table.section_flags(section.path)]
+                raise ConfigError(f"{source}: unknown key {key!r} in section {section.path!r}"
+                                  f"{suggest(str(key), names)}")
+            _assign(cfg, table, flag, f"{source}: {path}", value=value)
 
 
-def _merge_section(cfg, table: FlagTable, section: Section, value, source: str) -> None:
+@contextlib.contextmanager
+def _collect(problems: Optional[list[str]]):
+    """Record a ConfigError in ``problems`` and go on (a YAML file reports every bad key at once);
+    without a list, let it raise."""
+    try:
+        yield
+    except ConfigError as e:
+        if problems is None:
+            raise
+        problems.append(str(e))
+
+
+def _merge_section(cfg, table: FlagTable, section: Section, value, source: str,
+                   problems: Optional[list[str]] = None) -> None:
     where = f"{source}: {section.path}"
     if value is None or isinstance(value, str):
         switch_section(cfg, section, "null" if value is None else value, where)
     elif isinstance(value, dict):
-        _merge_section_mapping(cfg, table, section, value, source)
+        _merge_section_mapping(cfg, table, section, value, source, problems)
     else:
         raise ConfigError(f"{where}: expected a mapping of fields, a kind name "
                           f"({', '.join(_kind_names(section))}) or null, got {value!r}")
@@ -186,15 +205,21 @@ def merge_mapping(cfg, data: Any, source: str) -> None:
     if listed is not None and not (isinstance(listed, list) and all(isinstance(p, str) for p in listed)):
         raise ConfigError(f"{source}: {EXPLICIT_KEY} must be a list of dotted paths")
     table = build_table(cfg)
+    problems: list[str] = []
     for key, value in data.items():
         if key in ("_target_", EXPLICIT_KEY):
             continue  # a --print-config dump names the container class and lists explicit paths
-        section = table.sections.get(str(key))
-        if section is None or "." in str(key):
-            top = [p for p in table.sections if "." not in p]
-            raise ConfigError(f"{source}: unknown section {key!r}{suggest(str(key), top)}")
-        _merge_section(cfg, table, section, value, source)
+        with _collect(problems):
+            section = table.sections.get(str(key))
+            if section is None or "." in str(key):
+                top = [p for p in table.sections if "." not in p]
+                raise ConfigError(f"{source}: unknown section {key!r}{suggest(str(key), top)}")
+            _merge_section(cfg, table, section, value, source, problems)
         table = build_table(cfg)  # a swapped-in class may bring fields of its own
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(f"{source}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
     if listed is not None:
         # A printed config says which of its values were explicit: those, not every key it holds
         # (a full dump marking everything explicit would block every mixed-precision preset).
@@ -222,19 +247,17 @@ def merge_config_file(cfg, path: str) -> None:
 
 
 # ----------------------------------------------------------------------------- flags
-def _flag_tokens(opt: Option, flag: Flag, negated: bool) -> list[str]:
-    if negated:
-        if opt.values:
-            raise ConfigError(f"{opt.name} takes no value (use --{flag.path}=VALUE instead)")
+def _flag_tokens(ov: Override, flag: Flag) -> list[str]:
+    if ov.kind == "negated":
         return ["false"]
-    if flag.is_bool and not opt.values:
+    if flag.is_bool and not ov.tokens:
         return ["true"]
-    if not opt.values:
-        raise ConfigError(f"{opt.name} needs a value: {typeinfo.expected(flag.hint)}")
-    if len(opt.values) > 1 and not coerce.takes_list(flag.hint):
-        raise ConfigError(f"{opt.name} takes one value, got {len(opt.values)}: {' '.join(opt.values)!r} "
+    if not ov.tokens:
+        raise ConfigError(f"{ov.option} needs a value: {typeinfo.expected(flag.hint)}")
+    if len(ov.tokens) > 1 and not coerce.takes_list(flag.hint):
+        raise ConfigError(f"{ov.option} takes one value, got {len(ov.tokens)}: {' '.join(ov.tokens)!r} "
                           "(quote values with spaces)")
-    return opt.values
+    return ov.tokens
 
 
 def _flow_mapping(text: str, where: str) -> dict:
@@ -247,33 +270,35 @@ def _flow_mapping(text: str, where: str) -> dict:
     return data
 
 
-def apply_flags(cfg, table: FlagTable, options: Iterable[Option]) -> None:
-    """Apply config flags in command-line order."""
-    for opt in options:
-        flag, section, negated = table.lookup(opt.name)
+def apply_overrides(cfg, overrides: Iterable[Override]) -> None:
+    """Apply command-line overrides (parser.Override) in order, typed against the live tree."""
+    table = build_table(cfg)
+    for ov in overrides:
+        section = table.sections.get(ov.path) if ov.kind == "section" else None
         if section is not None:
-            if len(opt.values) > 1 or not opt.values and len(section.kinds) != 1:
-                raise ConfigError(f"{opt.name} takes one kind name: {', '.join(_kind_names(section))}")
-            choice = opt.values[0] if opt.values else section.kinds[0][0]
+            if len(ov.tokens) > 1 or not ov.tokens and len(section.kinds) != 1:
+                raise ConfigError(f"{ov.option} takes one kind name: {', '.join(_kind_names(section))}")
+            choice = ov.tokens[0] if ov.tokens else section.kinds[0][0]
             if choice.lstrip().startswith("{"):  # --model='{_target_: ..., num_layers: 2}': YAML flow
-                _merge_section(cfg, table, section, _flow_mapping(choice, opt.name), opt.name)
+                _merge_section(cfg, table, section, _flow_mapping(choice, ov.option), ov.option)
             else:
-                switch_section(cfg, section, choice, opt.name)
+                switch_section(cfg, section, choice, ov.option)
             table = build_table(cfg)
             continue
+        flag = table.flags.get(ov.path)
         if flag is None:
-            close = table.suggestions(opt.name)
+            close = table.suggestions(ov.path)
             hint = f"; did you mean {' or '.join(close)}?" if close else " (see --help)"
-            raise ConfigError(f"unknown flag {opt.name}{hint}")
-        _assign(cfg, table, flag, opt.name, tokens=_flag_tokens(opt, flag, negated))
+            raise ConfigError(f"unknown flag {ov.option}{hint}")
+        _assign(cfg, table, flag, ov.option, tokens=_flag_tokens(ov, flag))
 
 
-def resolve(recipe: Optional[str], config_files: list[str], options: list[Option]):
-    """The layered, unfinalized ConfigContainer."""
+def resolve(recipe: Optional[str], config_files: list[str], overrides: Iterable[Override] = ()):
+    """The layered, unfinalized ConfigContainer: recipe < config files < overrides."""
     from megatron_bridge_cli.cli.recipe_loader import load_recipe
 
     cfg = load_recipe(recipe)
     for path in config_files:
         merge_config_file(cfg, path)
-    apply_flags(cfg, build_table(cfg), options)
+    apply_overrides(cfg, overrides)
     return cfg

@@ -8,6 +8,7 @@ config print appears once, not once per process; every rank exits with the same 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -46,17 +47,6 @@ def _report(error: ConfigError, enabled: bool) -> int:
     return error.exit_code
 
 
-def _list_recipes() -> str:
-    from megatron_bridge_cli.cli.recipe_loader import describe_recipes, recipe_table
-
-    _, default = recipe_table()
-    rows = describe_recipes()
-    width = max(len(n) for n, _ in rows) + 2
-    lines = ["built-in recipes (--recipe NAME; * is the default):"]
-    lines += [f"{'*' if n == default else ' '} {n.ljust(width)}{doc}" for n, doc in rows]
-    return "\n".join(lines)
-
-
 def config_yaml(cfg) -> str:
     """--print-config: the to_yaml text plus the paths set explicitly, so that feeding it back
     (--recipe or --config-file) reproduces the run, presets included."""
@@ -71,20 +61,48 @@ def config_yaml(cfg) -> str:
     return text
 
 
-def _help(g, options, out: _Output) -> int:
-    """Help reflects the command line; a broken command line falls back to the plain recipe."""
-    from megatron_bridge_cli.cli.flags import build_table
+def _schema_for(g):
+    """The schema a command line parses against: the cached one of its recipe, or, when config
+    files (or a YAML recipe) may bring classes of their own, the schema of that live tree."""
+    from megatron_bridge_cli.cli.cache import cached_schema
+
+    if not g.config_files and not (g.recipe or "").endswith((".yaml", ".yml")):
+        return cached_schema(g.recipe), None
+    from megatron_bridge_cli.cli.layering import merge_config_file
+    from megatron_bridge_cli.cli.recipe_loader import load_recipe
+    from megatron_bridge_cli.cli.schema import schema_of
+
+    cfg = load_recipe(g.recipe)
+    for path in g.config_files:
+        merge_config_file(cfg, path)
+    return schema_of(cfg, g.recipe, docs=False), cfg
+
+
+def _help(g, argv: list[str], out: _Output) -> int:
+    """Help for the recipe comes from the cached schema (no torch import); a command line with
+    config files or flags is resolved, so the values shown are the ones it gives. A broken
+    command line falls back to the plain default recipe, with a note."""
+    from megatron_bridge_cli.cli.cache import cached_schema
     from megatron_bridge_cli.cli.help import render_help
-    from megatron_bridge_cli.cli.layering import resolve
-    from megatron_bridge_cli.cli.recipe_loader import load_recipe, recipe_table
+    from megatron_bridge_cli.cli.parser import parse_overrides
 
     try:
-        cfg = resolve(g.recipe, g.config_files, options)
+        schema, cfg = _schema_for(g)
+        overrides = parse_overrides(argv, schema)
+        if overrides or cfg is not None:
+            from megatron_bridge_cli.cli.layering import apply_overrides, resolve
+            from megatron_bridge_cli.cli.schema import schema_of
+
+            if cfg is None:
+                cfg = resolve(g.recipe, [], overrides)
+            else:
+                apply_overrides(cfg, overrides)
+            schema = schema_of(cfg, g.recipe)
     except ConfigError as e:
         if out.enabled:
             sys.stderr.write(f"{PROG}: note: showing the default recipe's values ({e})\n")
-        cfg = load_recipe(None)
-    out(render_help(cfg, build_table(cfg), g.help, recipe_table()[1]))
+        schema = cached_schema(None)
+    out(render_help(schema, g.help))
     return 0
 
 
@@ -96,34 +114,52 @@ def _setup_logging(enabled: bool) -> None:
                             level=logging.WARNING if enabled else logging.ERROR)
 
 
-def _launch(g, cfg) -> int:
+def _launch(g, cfg, argv: list[str]) -> int:
     from megatron_bridge_cli.config.finalize import validate
 
     if g.nproc_per_node < 1:
         raise ConfigError(f"--nproc-per-node ({g.nproc_per_node}) must be at least 1")
     validate(cfg, g.nproc_per_node * (g.nnodes or 1))  # fail here, once, before spawning workers
+    from megatron_bridge_cli.cli.parser import worker_argv
     from megatron_bridge_cli.training.launch import launch_workers
 
     return launch_workers(
         nproc_per_node=g.nproc_per_node, nnodes=g.nnodes or 1, node_rank=g.node_rank or 0,
-        master_addr=g.master_addr, master_port=g.master_port, argv=g.worker_argv,
+        master_addr=g.master_addr, master_port=g.master_port, argv=worker_argv(argv),
     )
 
 
-def _run(argv: list[str], out: _Output) -> int:
-    from megatron_bridge_cli.cli.argv import split_argv
+def _completion_script(shell: str) -> str:
+    import argcomplete
 
-    g, options = split_argv(argv)
+    from megatron_bridge_cli.cli.cache import cached_schema
+
+    cached_schema(None)  # warm the cache now, so the first TAB is fast too
+    return argcomplete.shellcode([PROG], shell=shell)
+
+
+def _run(argv: list[str], out: _Output) -> int:
+    from megatron_bridge_cli.cli.parser import parse_globals, parse_overrides
+
+    g = parse_globals(argv)
     if g.version:
         from megatron_bridge_cli import __version__
 
         out(f"{PROG} {__version__}")
         return 0
+    if g.completion:
+        out(_completion_script(g.completion))
+        return 0
     if g.list_recipes:
-        out(_list_recipes())
+        from megatron_bridge_cli.cli.cache import cached_schema
+        from megatron_bridge_cli.cli.help import list_recipes
+
+        out(list_recipes(cached_schema(None)))
         return 0
     if g.help is not None:
-        return _help(g, options, out)
+        return _help(g, argv, out)
+    schema, cfg = _schema_for(g)
+    overrides = parse_overrides(argv, schema)  # unknown flags fail here, before torch is imported
     if g.world_size is not None and not g.dry_run:
         raise ConfigError("--world-size only applies to --dry-run (a real run takes its world size from "
                           "torchrun/srun or --nproc-per-node)")
@@ -131,9 +167,12 @@ def _run(argv: list[str], out: _Output) -> int:
     if launcher and g.nproc_per_node is None:
         raise ConfigError(f"--{launcher[0].replace('_', '-')} needs --nproc-per-node")
 
-    from megatron_bridge_cli.cli.layering import resolve
+    from megatron_bridge_cli.cli.layering import apply_overrides, resolve
 
-    cfg = resolve(g.recipe, g.config_files, options)
+    if cfg is None:
+        cfg = resolve(g.recipe, [], overrides)
+    else:
+        apply_overrides(cfg, overrides)
     if g.print_config:
         out(config_yaml(cfg))
     if g.dry_run:
@@ -144,7 +183,7 @@ def _run(argv: list[str], out: _Output) -> int:
     if g.print_config or g.dry_run:
         return 0
     if g.nproc_per_node is not None:
-        return _launch(g, cfg)
+        return _launch(g, cfg, argv)
     from megatron_bridge_cli.training.entry import run_training
 
     rc = run_training(cfg)
@@ -153,6 +192,10 @@ def _run(argv: list[str], out: _Output) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run bridge-train with ``argv`` (default: sys.argv[1:]); returns the exit code."""
+    if "_ARGCOMPLETE" in os.environ:  # a TAB press: answer and exit (completion.py)
+        from megatron_bridge_cli.cli.completion import complete
+
+        complete()
     argv = list(sys.argv[1:] if argv is None else argv)
     out = _Output(_rank_zero())
     try:

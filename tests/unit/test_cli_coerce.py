@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from megatron_bridge_cli.cli import coerce, typeinfo
-from megatron_bridge_cli.cli.argv import split_argv
+from megatron_bridge_cli.cli.parser import parse_command_line
 from megatron_bridge_cli.cli.flags import build_table
 from megatron_bridge_cli.cli.layering import resolve
 from megatron_bridge_cli.errors import ConfigError
@@ -18,7 +18,7 @@ from megatron_bridge_cli.errors import ConfigError
 
 def flags(*argv: str):
     """The container the default recipe plus these flags resolve to."""
-    g, options = split_argv(list(argv))
+    g, options = parse_command_line(list(argv))
     return resolve(g.recipe, g.config_files, options)
 
 
@@ -206,7 +206,7 @@ def test_type_names_for_help():
     (["--model.activation_func=os.system"], "refused _target_ 'os.system'"),
     (["--model.window_size=1,2,3"], "2 comma-separated values"),
     (["--model.num_layers", "1", "2"], "takes one value, got 2"),
-    (["--model.num_layers"], "needs a value: an integer"),
+    (["--model.num_layers"], "--model.num_layers takes one value, got none (INT)"),
     (["--no-model.bf16=true"], "takes no value"),
     (["--model.quant_recipe=foo"], "_target_: ...}' mapping giving a RecipeConfig"),
 ])

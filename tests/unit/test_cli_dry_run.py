@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from megatron_bridge_cli.cli import memory
-from megatron_bridge_cli.cli.argv import split_argv
+from megatron_bridge_cli.cli.parser import parse_command_line
 from megatron_bridge_cli.cli.layering import resolve
 from megatron_bridge_cli.cli.main import main
 from megatron_bridge_cli.config import finalize
@@ -16,7 +16,7 @@ from tests.parallel import single_rank_parallel_state
 
 
 def build(*argv: str):
-    g, options = split_argv(list(argv))
+    g, options = parse_command_line(list(argv))
     return resolve(g.recipe, g.config_files, options)
 
 

@@ -109,19 +109,20 @@ def test_real_process_exit_codes_and_no_traceback():
 
 # ----------------------------------------------------------------------------- argv and the launcher hand-off
 def test_argv_grammar_and_worker_argv():
-    from megatron_bridge_cli.cli.argv import split_argv
+    from megatron_bridge_cli.cli.parser import parse_command_line, worker_argv
 
     argv = ["--nproc-per-node", "2", "--model.num_layers", "3", "--nnodes=1", "--dataset.data_path", "a", "b",
-            "--optimizer.lr=-1e-3", "--scheduler.lr_warmup_init", "-.5", "--master_port", "29999", "--dry-run"]
-    g, options = split_argv(argv)
+            "--optimizer.lr=-1e-3", "--scheduler.lr_warmup_init", "-.5", "--master_port", "29999", "--dry-run",
+            "--optimizer.min_lr", "-3e-4"]
+    g, options = parse_command_line(argv)
     assert (g.nproc_per_node, g.nnodes, g.master_port, g.dry_run) == (2, 1, 29999, True)
-    assert [(o.name, o.values) for o in options] == [
+    assert [(o.option, o.tokens) for o in options] == [
         ("--model.num_layers", ["3"]), ("--dataset.data_path", ["a", "b"]), ("--optimizer.lr", ["-1e-3"]),
-        ("--scheduler.lr_warmup_init", ["-.5"]),
+        ("--scheduler.lr_warmup_init", ["-.5"]), ("--optimizer.min_lr", ["-3e-4"]),
     ]
     # Workers get everything but the launcher options, in the original order.
-    assert g.worker_argv == ["--model.num_layers", "3", "--dataset.data_path", "a", "b", "--optimizer.lr=-1e-3",
-                             "--scheduler.lr_warmup_init", "-.5", "--dry-run"]
+    assert worker_argv(argv) == ["--model.num_layers", "3", "--dataset.data_path", "a", "b", "--optimizer.lr=-1e-3",
+                                 "--scheduler.lr_warmup_init", "-.5", "--dry-run", "--optimizer.min_lr", "-3e-4"]
 
 
 def test_launch_validates_once_before_spawning_workers(capsys):

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import torch
 
-from megatron_bridge_cli.cli.argv import split_argv
+from megatron_bridge_cli.cli.parser import parse_command_line
 from megatron_bridge_cli.cli.layering import resolve
 from megatron_bridge_cli.config import DoRAConfig, LoRAConfig, MockGPTDatasetConfig, T5ModelProvider, finalize
 from megatron_bridge_cli.errors import ConfigError
@@ -16,7 +16,7 @@ from megatron_bridge_cli.recipes import DEFAULT_RECIPE, RECIPES
 
 
 def build(*argv: str):
-    g, options = split_argv(list(argv))
+    g, options = parse_command_line(list(argv))
     return resolve(g.recipe, g.config_files, options)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from megatron_bridge_cli.cli.argv import split_argv
+from megatron_bridge_cli.cli.parser import parse_command_line
 from megatron_bridge_cli.cli.layering import resolve
 from megatron_bridge_cli.cli.main import main
 from megatron_bridge_cli.recipes import RECIPES
@@ -18,7 +18,7 @@ FLAGS = [
 
 
 def build(*argv: str):
-    g, options = split_argv(list(argv))
+    g, options = parse_command_line(list(argv))
     return resolve(g.recipe, g.config_files, options)
 
 
