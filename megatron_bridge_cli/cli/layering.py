@@ -12,7 +12,9 @@ Sections are switched by name (``--peft=lora``, ``model: t5`` in YAML) or off wi
 Switching builds the kind's defaults and carries over the fields the user set explicitly
 before (YAML or earlier flags) that the new kind also has; the recipe's other values of that
 section are dropped. Setting a field of a switched-off section with a single kind (``--ft``)
-switches it on; with several kinds (``--peft``) it is an error naming them.
+switches it on; with several kinds (``--peft``) it is an error naming them. A YAML mapping of
+fields for a switched-off section (``peft: {dim: 8}``, ``--peft='{dim: 8}'``) switches it on
+with its first kind. A YAML file reports every unknown key and bad value it has at once.
 """
 
 from __future__ import annotations
@@ -155,6 +157,11 @@ def _merge_section_mapping(cfg, table: FlagTable, section: Section, data: dict, 
         cfg.explicit_paths.difference_update({p for p in cfg.explicit_paths if p.startswith(prefix)})
         cfg.explicit_paths.add(section.path)
         table = build_table(cfg)
+    elif _get(cfg, section.path) is None and section.kinds:
+        # A mapping of fields for a section that is off switches it on with its first kind
+        # (peft: {dim: 8} is LoRA, as in Megatron-Bridge's finetuning files).
+        switch_section(cfg, section, section.kinds[0][0], f"{source}: {section.path}")
+        table = build_table(cfg)
     for key, value in data.items():
         with _collect(problems):
             path = f"{section.path}.{key}"
@@ -219,7 +226,8 @@ def merge_mapping(cfg, data: Any, source: str) -> None:
     if len(problems) == 1:
         raise ConfigError(problems[0])
     if problems:
-        raise ConfigError(f"{source}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
+        lines = [p[len(source) + 2:] if p.startswith(f"{source}: ") else p for p in problems]
+        raise ConfigError(f"{source}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in lines))
     if listed is not None:
         # A printed config says which of its values were explicit: those, not every key it holds
         # (a full dump marking everything explicit would block every mixed-precision preset).
