@@ -208,8 +208,11 @@ def _help_text(text: str) -> str:
 
 
 def _flag_help(flag: dict) -> str:
-    value = f" (recipe value: {flag['value']})" if flag.get("value") is not None else ""
-    return _help_text((flag.get("doc") or "") + value)
+    """The field's docstring, then its default and, where the recipe changed it, the recipe's value."""
+    value, default = flag.get("value"), flag.get("default")
+    shown = "" if value is None else f" (default: {value})" if default is None else \
+        f" (recipe: {value}; default: {default})"
+    return _help_text((flag.get("doc") or "") + shown)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config: Any, prefix: str = "", *,
