@@ -1,6 +1,6 @@
-"""bridge-train vs a minimal hand-written megatron-core loop: step time and peak memory.
+"""bridge-train vs a minimal hand-written megatron-core loop: step time, peak memory, whole job.
 
-    python scripts/bench_train.py --nproc 2 --iters 40 --repeats 2
+    python scripts/bench_train.py --nproc 2 --iters 40 --repeats 2 --job-iters 20 --job-repeats 5
 
 Both train the same GPT (gpt_cpu_tiny's architecture) on the same megatron-core mock data with
 the same process count, batch and optimizer, one after the other in this one invocation
@@ -10,6 +10,15 @@ other load on the machine). Per-iteration time is the median over the iterations
 log_interval=1; the baseline times its loop body the same way, loss ``.item()`` included).
 Peak memory is the largest max-RSS of any rank on CPU (CUDA max allocated on GPU).
 Targets: time ratio <= 1.03, memory ratio <= 1.10.
+
+The whole-job row times what a user waits for, start to exit: ``bridge-train --nproc-per-node N``
+(the same run as CLI flags, see ``bench_flags``) against the baseline script under
+``python -m torch.distributed.run --standalone --nproc-per-node N``, imports, rendezvous, setup
+and teardown included. The two alternate (``--job-repeats`` pairs, order swapped every pair);
+the ratio of the medians counts. Target: whole-job ratio <= 1.20. ``--only job`` runs just it;
+``BRIDGE_TRAIN_START_METHOD=exec`` in the environment times fresh-interpreter workers instead of
+forked ones (the figure before bridge-train forked them). OMP_NUM_THREADS is left as the caller
+has it (both launchers default it to 1 per worker).
 """
 
 from __future__ import annotations
@@ -45,6 +54,13 @@ def bench_config(iters: int):
     cfg.logger.log_memory = False
     cfg.dataset.data_path = None
     return cfg
+
+
+def bench_flags(iters: int) -> list[str]:
+    """``bench_config(iters)`` as bridge-train flags (the whole-job row checks they agree)."""
+    return ["--recipe=gpt_cpu_tiny", f"--train.train_iters={iters}", "--scheduler.lr_warmup_iters=1",
+            "--train.eval_iters=0", "--train.eval_interval=null", "--logger.log_interval=1",
+            "--logger.log_memory=false", "--dataset.data_path=null"]
 
 
 def _peak_mb() -> float:
@@ -204,12 +220,83 @@ def run_side(kind: str, nproc: int, iters: int, out_dir: str) -> dict:
     return {"times_ms": times, "peak_mb": max(r["peak_mb"] for r in ranks)}
 
 
+def _job_env() -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    return env
+
+
+def run_job(kind: str, nproc: int, iters: int, out_dir: str) -> float:
+    """Wall seconds of one whole job, from the command's start to its exit."""
+    if kind == "bridge":
+        cmd = [sys.executable, "-m", "megatron_bridge_cli", "--nproc-per-node", str(nproc), *bench_flags(iters)]
+        done = re.compile(rf"^iteration\s+{iters}/", re.M)
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               __file__, "--worker", "baseline", "--iters", str(iters), "--out", out_dir]
+        done = re.compile(rf"^baseline iteration {iters} ", re.M)
+    t0 = time.perf_counter()
+    proc = subprocess.run(["timeout", "600"] + cmd, env=_job_env(), capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode or not done.search(proc.stdout):
+        raise SystemExit(f"{kind} job failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return wall
+
+
+def check_flags(iters: int, nproc: int) -> None:
+    """The flags of the whole-job row must give the config the step-time table trains."""
+    import importlib
+
+    from megatron_bridge_cli.cli.main import main as bridge_main
+
+    finalize = importlib.import_module("megatron_bridge_cli.config.finalize")  # the module, not the function
+
+    class Seen(Exception):
+        pass
+
+    def capture(cfg, world_size):
+        raise Seen(cfg.to_yaml())
+
+    real, finalize.validate = finalize.validate, capture  # _launch validates right before launching
+    try:
+        bridge_main(["--nproc-per-node", str(nproc), *bench_flags(iters)])
+        raise SystemExit("bench_flags: bridge-train did not reach its launch step")
+    except Seen as seen:
+        if str(seen) != bench_config(iters).to_yaml():
+            raise SystemExit("bench_flags(iters) and bench_config(iters) describe different runs")
+    finally:
+        finalize.validate = real
+
+
+def bench_whole_job(nproc: int, iters: int, repeats: int, out_dir: str) -> float:
+    """Interleaved whole-job repetitions; prints the row and returns the median ratio."""
+    check_flags(iters, nproc)
+    walls = {"bridge": [], "baseline": []}
+    for rep in range(repeats):
+        for kind in ("bridge", "baseline") if rep % 2 == 0 else ("baseline", "bridge"):
+            walls[kind].append(run_job(kind, nproc, iters, out_dir))
+            print(f"  job {rep + 1} {kind:8s}: {walls[kind][-1]:6.2f} s", flush=True)
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    pairs = statistics.median(b / a for b, a in zip(walls["bridge"], walls["baseline"]))
+    ratio = med["bridge"] / med["baseline"]
+    print(f"\nwhole job: {nproc} processes, {iters} iterations, median of {repeats} (wall s, start to exit)")
+    print(f"bridge-train --nproc-per-node {nproc}   {med['bridge']:6.2f}")
+    print(f"torchrun + megatron-core script  {med['baseline']:6.2f}")
+    print(f"whole-job ratio {ratio:.3f} (median of pair ratios {pairs:.3f})  (target <= 1.20) "
+          f"{'ok' if ratio <= 1.20 else 'ABOVE TARGET'}")
+    return ratio
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--iters", type=int, default=40)
     p.add_argument("--warmup", type=int, default=5, help="first iterations left out of the median")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--job-iters", type=int, default=20, help="iterations of the whole-job row")
+    p.add_argument("--job-repeats", type=int, default=5, help="bridge/baseline pairs of the whole-job row")
+    p.add_argument("--only", choices=["steps", "job"], help="run only the step-time table or the whole-job row")
     p.add_argument("--worker", choices=["bridge", "baseline"], help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -218,6 +305,11 @@ def main() -> int:
         return 0
     if a.worker == "baseline":
         worker_baseline(a.iters, a.out)
+        return 0
+    if a.only != "steps":
+        with tempfile.TemporaryDirectory() as out:
+            bench_whole_job(a.nproc, a.job_iters, a.job_repeats, out)
+    if a.only == "job":
         return 0
     results = {"bridge": [], "baseline": []}
     with tempfile.TemporaryDirectory() as out:

@@ -86,18 +86,56 @@ def wait_for(log: Path, pattern: str, proc: subprocess.Popen, timeout: float = 1
     raise AssertionError(f"{pattern!r} did not appear within {timeout}s:\n{log.read_text()[-3000:]}")
 
 
-def worker_pids(root_pid: int) -> list[int]:
-    """The training processes below a launcher (python processes running the worker)."""
+def start_cli_job(argv: list[str], log: Path, timeout: float = JOB_TIMEOUT) -> subprocess.Popen:
+    """Start ``python -m megatron_bridge_cli ARGV`` (bridge-train) in the background, output to ``log``."""
+    f = open(log, "w")
+    return subprocess.Popen(
+        ["timeout", "--kill-after=10", str(int(timeout)), PYTHON, "-m", "megatron_bridge_cli", *argv],
+        cwd=ROOT, env=env(), stdout=f, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+
+
+def _is_launcher(proc, cmd: str) -> bool:
+    """torchrun, or bridge-train --nproc-per-node; not the `timeout` wrapped around it."""
     import psutil
 
-    out = []
-    for child in psutil.Process(root_pid).children(recursive=True):
+    try:
+        python = "python" in Path(proc.exe()).name
+    except psutil.Error:
+        return False
+    return python and ("torch.distributed.run" in cmd or "--nproc-per-node" in cmd)
+
+
+def worker_pids(root_pid: int) -> list[int]:
+    """The training processes below a launcher (python processes running the worker).
+
+    Under a launcher they are its direct children: torchrun's fresh interpreters, or
+    bridge-train's forked workers, whose command line is the launcher's own.
+    """
+    import psutil
+
+    def cmdline(proc) -> Optional[str]:
         try:
-            cmd = " ".join(child.cmdline())
+            return " ".join(proc.cmdline())
         except psutil.Error:
-            continue
-        if any(x in cmd for x in ("torch.distributed.run", "--nproc-per-node", "multiprocessing")):
-            continue  # a launcher, or a helper process of a worker
+            return None
+
+    tree, launcher = [psutil.Process(root_pid)], None
+    for proc in tree:  # breadth first: the outermost launcher
+        cmd = cmdline(proc)
+        if cmd is not None and _is_launcher(proc, cmd):
+            launcher = proc
+            break
+        try:
+            tree += proc.children()
+        except psutil.Error:
+            pass
+    candidates = launcher.children() if launcher is not None else psutil.Process(root_pid).children(recursive=True)
+    out = []
+    for child in candidates:
+        cmd = cmdline(child)
+        if cmd is None or "multiprocessing" in cmd:
+            continue  # gone, or a helper process (resource tracker, spawn/forkserver child)
         if str(WORKER) in cmd or "megatron_bridge_cli" in cmd:
             out.append(child.pid)
     return sorted(out)

@@ -1,13 +1,18 @@
-"""Stopping: SIGTERM saves and exits 0, a killed rank ends the whole job, exit_duration saves."""
+"""Stopping: SIGTERM saves and exits 0, a killed rank ends the whole job, a failing worker's exit
+code is the job's, exit_duration saves. The bridge-train --nproc-per-node tests go through
+launch_workers (forked workers on CPU; BRIDGE_TRAIN_START_METHOD=exec: fresh interpreters)."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 
-from tests.integration.harness import ROOT, assert_ok, env, run_job, start_job, wait_for, worker_pids
+import pytest
+
+from tests.integration.harness import ROOT, assert_ok, env, run_job, start_cli_job, start_job, wait_for, worker_pids
 
 MOCK = {"dataset.data_path": None, "train.train_iters": 100000, "train.eval_interval": None, "train.eval_iters": 0}
 
@@ -32,16 +37,15 @@ def test_sigterm_finishes_iteration_saves_and_exits_zero(tmp_path):
     assert (save / f"iter_{it:07d}" / "run_config.yaml").is_file()
 
 
+CLI_TINY = ["--model.num_layers=2", "--model.hidden_size=64", "--model.ffn_hidden_size=256",
+            "--model.seq_length=64", "--train.global_batch_size=8", "--train.micro_batch_size=2",
+            "--train.train_iters=100000", "--logger.log_interval=1", "--dataset.num_workers=0"]
+
+
 def test_killed_rank_ends_the_job_nonzero(tmp_path):
-    """Through the CLI's --nproc-per-node path (launch_workers -> torch.distributed.run)."""
+    """Through the CLI's --nproc-per-node path (launch_workers -> torch's elastic launcher)."""
     log = tmp_path / "log"
-    cmd = [sys.executable, "-m", "megatron_bridge_cli", "--nproc-per-node", "2",
-           "--model.num_layers=2", "--model.hidden_size=64", "--model.ffn_hidden_size=256",
-           "--model.seq_length=64", "--train.global_batch_size=8", "--train.micro_batch_size=2",
-           "--train.train_iters=100000", "--logger.log_interval=1", "--dataset.num_workers=0"]
-    with open(log, "w") as f:
-        proc = subprocess.Popen(["timeout", "--kill-after=10", "180"] + cmd, cwd=ROOT, env=env(), stdout=f,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+    proc = start_cli_job(["--nproc-per-node", "2", *CLI_TINY], log, timeout=180)
     try:
         wait_for(log, r"^iteration\s+2/", proc)
         workers = worker_pids(proc.pid)
@@ -51,7 +55,46 @@ def test_killed_rank_ends_the_job_nonzero(tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert rc not in (0, 124, 137), log.read_text()[-3000:]
+    out = log.read_text()
+    assert rc not in (0, 124, 137), out[-3000:]
+    assert re.search(r"^bridge-train: worker rank [01] was killed by SIGKILL; the job stopped$", out, re.M), out[-3000:]
+
+
+def test_sigterm_through_the_cli_launcher_saves_and_exits_zero(tmp_path):
+    """A forked worker gets SIGTERM as a fresh interpreter would: the loop's handler saves."""
+    save, log = tmp_path / "ckpt", tmp_path / "log"
+    proc = start_cli_job(["--nproc-per-node", "2", *CLI_TINY, "--train.exit_signal_handler=true",
+                          f"--checkpoint.save={save}", "--train.eval_interval=null", "--train.eval_iters=0"], log)
+    try:
+        wait_for(log, r"^iteration\s+3/", proc)
+        workers = worker_pids(proc.pid)
+        assert len(workers) == 2, workers
+        os.kill(workers[1], signal.SIGTERM)
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    out = log.read_text()
+    assert rc == 0, out[-3000:]
+    it = int((save / "latest_checkpointed_iteration.txt").read_text())
+    assert it >= 3 and f"exiting after iteration {it} (signal)" in out
+
+
+@pytest.mark.parametrize("start_method", ["fork", "exec"])
+def test_failing_worker_gives_its_exit_code_and_one_line(tmp_path, start_method):
+    """A mistake only the workers see (a missing data file: validate() does not touch the file
+    system) ends the job with the worker's exit code (2) and one line naming the rank; the
+    launcher adds no traceback."""
+    cmd = [sys.executable, "-m", "megatron_bridge_cli", "--nproc-per-node", "2", *CLI_TINY,
+           f"--dataset.data_path={tmp_path / 'missing'}"]
+    proc = subprocess.run(["timeout", "--kill-after=10", "180"] + cmd, cwd=ROOT, capture_output=True, text=True,
+                          env={**env(), "BRIDGE_TRAIN_START_METHOD": start_method})
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr[-3000:]
+    assert proc.stderr.count("bridge-train: error: --dataset.data_path") == 1, proc.stderr[-3000:]
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("bridge-train: worker")]
+    assert len(ours) == 1 and re.fullmatch(r"bridge-train: worker rank [01] failed with exit code 2; the job stopped",
+                                           ours[0]), proc.stderr[-3000:]
 
 
 def test_exit_duration_saves_and_exits_zero(tmp_path):

@@ -116,6 +116,8 @@ def test_union_sections_switch_kind_and_keep_explicit_fields():
 def test_a_section_flag_takes_a_yaml_mapping():
     cfg = build("--peft=lora", "--peft={dim: 8, alpha: 16}")
     assert (cfg.peft.dim, cfg.peft.alpha) == (8, 16) and "peft.alpha" in cfg.explicit_paths
+    cfg = build("--peft=dora", "--peft=null", "--peft={dim: 4}")  # fields for an off section: its first kind
+    assert type(cfg.peft).__name__ == "LoRAConfig" and cfg.peft.dim == 4
     cfg = build("--model={_target_: megatron_bridge_cli.config.models.t5.T5ModelProvider, num_layers: 2}")
     assert type(cfg.model) is T5ModelProvider and cfg.model.num_layers == 2
 
@@ -182,7 +184,7 @@ def test_yaml_target_replaces_a_section(yaml_file):
     ("model: {_target_: megatron_bridge_cli.config.peft.LoRAConfig}\n", "is not a ModelProviderBase"),
     ("model: 3\n", "expected a mapping of fields, a kind name (gpt, t5, mamba) or null"),
     ("- a\n- b\n", "expected a mapping of sections, got list"),
-    ("peft: {dim: 4}\n", "--peft is off"),
+    ("peft: {dim: 4, nope: 1}\n", "unknown key 'nope' in section 'peft'"),
 ])
 def test_yaml_errors_name_the_file(yaml_file, text, message):
     path = yaml_file(text)
