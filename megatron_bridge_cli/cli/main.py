@@ -196,6 +196,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from megatron_bridge_cli.cli.completion import complete
 
         complete()
+    if "BRIDGE_TRAIN_LAUNCHER_PID" in os.environ and argv is None:  # an exec'd worker of --nproc-per-node
+        from megatron_bridge_cli.training.launch import die_with_launcher
+
+        die_with_launcher()
     argv = list(sys.argv[1:] if argv is None else argv)
     out = _Output(_rank_zero())
     try:

@@ -44,7 +44,7 @@ from typing import Optional, Sequence
 
 from megatron_bridge_cli.errors import ConfigError
 
-__all__ = ["launch_workers", "torchrun_args", "START_METHOD_ENV"]
+__all__ = ["launch_workers", "torchrun_args", "die_with_launcher", "START_METHOD_ENV", "LAUNCHER_PID_ENV"]
 
 START_METHOD_ENV = "BRIDGE_TRAIN_START_METHOD"
 _PROG = "bridge-train"
@@ -79,6 +79,32 @@ def _start_method() -> str:
 
 
 # --------------------------------------------------------------------------- in each forked worker
+LAUNCHER_PID_ENV = "BRIDGE_TRAIN_LAUNCHER_PID"
+
+
+def die_with_launcher() -> None:
+    """Make this worker die when the launcher that started it dies, even by SIGKILL.
+
+    Workers sit in sessions of their own, so killing the launcher alone left them training on,
+    orphaned; a resubmitted job would then race a ghost writing into the same checkpoint
+    directory. Linux's parent-death signal (prctl PR_SET_PDEATHSIG) ends them with it. Called
+    first thing in a worker (forked or exec'd) whose parent is the launcher named by
+    BRIDGE_TRAIN_LAUNCHER_PID; a launcher already gone by then means exit now.
+    """
+    launcher = os.environ.get(LAUNCHER_PID_ENV, "")
+    if not launcher.isdigit() or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(launcher):  # it died before the signal was armed
+        os._exit(1)
+
+
 def _fresh_interpreter_state() -> None:
     """Undo what a fresh interpreter would not have inherited from the launching process."""
     for name in _AGENT_SIGNALS:
@@ -129,6 +155,7 @@ def _worker(argv: list[str]) -> int:
     so torchrun sees the failure and stops the other workers. An exception is printed here,
     as a fresh interpreter would print it, instead of travelling to the launcher.
     """
+    die_with_launcher()
     _fresh_interpreter_state()
     try:
         from megatron_bridge_cli.cli.main import main
@@ -202,6 +229,7 @@ def launch_workers(*, nproc_per_node: int, nnodes: int = 1, node_rank: int = 0, 
         nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
         master_addr=master_addr, master_port=master_port, argv=list(argv),
     ))
+    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # inherited by forked and exec'd workers alike
     quiet = _NoLauncherTraceback()
     pcontext_log = logging.getLogger(_PCONTEXT_MODULE)
     pcontext_log.addFilter(quiet)

@@ -102,3 +102,28 @@ def test_exit_duration_saves_and_exits_zero(tmp_path):
     out = assert_ok(run_job({**MOCK, "train.exit_duration_in_mins": 0.02, "checkpoint.save": str(save)}, nproc=1))
     it = int((save / "latest_checkpointed_iteration.txt").read_text())
     assert f"exiting after iteration {it} (exit duration)" in out
+
+
+def test_workers_die_with_a_sigkilled_launcher(tmp_path, monkeypatch):
+    """No orphans: SIGKILL to the bridge-train launcher ends its workers too (parent-death
+    signal), forked (the CPU default) and exec'd alike; both jobs run at once."""
+    import psutil
+
+    jobs = {}
+    for method in ("fork", "exec"):
+        monkeypatch.setenv("BRIDGE_TRAIN_START_METHOD", method)
+        log = tmp_path / f"{method}.log"
+        jobs[method] = (start_cli_job(["--nproc-per-node", "2", *CLI_TINY], log, timeout=240), log)
+    try:
+        for method, (proc, log) in jobs.items():
+            wait_for(log, r"^iteration\s+2/", proc)
+            workers = [psutil.Process(pid) for pid in worker_pids(proc.pid)]
+            assert len(workers) == 2, (method, workers)
+            launcher = workers[0].parent()
+            launcher.kill()
+            gone, alive = psutil.wait_procs(workers, timeout=30)
+            assert not alive, f"{method}: workers outlived their SIGKILLed launcher: {alive}"
+    finally:
+        for proc, _ in jobs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
