@@ -20,8 +20,8 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
-from megatron_bridge_cli.cli import typeinfo
-from megatron_bridge_cli.serialization import field_type_hints, init_fields
+from megatron_bridge_cli import typeinfo
+from megatron_bridge_cli.typeinfo import field_type_hints, init_fields
 
 __all__ = ["Flag", "Section", "FlagTable", "build_table", "canonical", "kind_class"]
 

@@ -25,14 +25,15 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
-from megatron_bridge_cli.cli import coerce, typeinfo
-from megatron_bridge_cli.cli.parser import Override
+from megatron_bridge_cli import typeinfo, values
 from megatron_bridge_cli.cli.flags import Flag, FlagTable, Section, build_table
+from megatron_bridge_cli.cli.parser import Override
 from megatron_bridge_cli.config.container import EXPLICIT_KEY
 from megatron_bridge_cli.errors import ConfigError
-from megatron_bridge_cli.serialization import (
-    decode_dataclass, field_type_hints, init_fields, load_yaml_file, resolve_target, suggest,
-)
+from megatron_bridge_cli.serialization import load_yaml_file
+from megatron_bridge_cli.targets import resolve_target
+from megatron_bridge_cli.typeinfo import field_type_hints, init_fields, suggest
+from megatron_bridge_cli.values import decode_dataclass
 
 __all__ = ["resolve", "merge_mapping", "merge_config_file", "apply_overrides", "switch_section"]
 
@@ -128,10 +129,10 @@ def _assign(cfg, table: FlagTable, flag: Flag, where: str, *, tokens=None, value
     nullable = f.default is None
     try:
         if tokens is not None:
-            result = coerce.from_text(tokens, hint, nullable)
+            result = values.from_text(tokens, hint, nullable)
         else:
-            result = coerce.conform(value, hint, nullable)
-    except coerce.CoercionError as e:
+            result = values.conform(value, hint, nullable)
+    except values.CoercionError as e:
         shown = " ".join(tokens) if tokens is not None else value
         raise ConfigError(f"{where}: invalid value {shown!r}: expected {e.expected}") from None
     except ConfigError as e:
@@ -262,7 +263,7 @@ def _flag_tokens(ov: Override, flag: Flag) -> list[str]:
         return ["true"]
     if not ov.tokens:
         raise ConfigError(f"{ov.option} needs a value: {typeinfo.expected(flag.hint)}")
-    if len(ov.tokens) > 1 and not coerce.takes_list(flag.hint):
+    if len(ov.tokens) > 1 and not values.takes_list(flag.hint):
         raise ConfigError(f"{ov.option} takes one value, got {len(ov.tokens)}: {' '.join(ov.tokens)!r} "
                           "(quote values with spaces)")
     return ov.tokens

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from megatron_bridge_cli.errors import ConfigError
-from megatron_bridge_cli.serialization import suggest
+from megatron_bridge_cli.typeinfo import suggest
 
 __all__ = ["load_recipe", "recipe_table", "describe_recipes"]
 

@@ -58,7 +58,7 @@ def _choices(hint) -> Optional[list[str]]:
     """Values completion can offer for a field (bools, Literals, Enums, dtypes; null if optional)."""
     import torch
 
-    from megatron_bridge_cli.cli import typeinfo
+    from megatron_bridge_cli import typeinfo
 
     inner, optional = typeinfo.unwrap_optional(hint)
     found: list[str] = []
@@ -76,13 +76,13 @@ def _choices(hint) -> Optional[list[str]]:
 
 def _takes_list(hint) -> bool:
     """Whether the flag may take several tokens (``--x 1 2 3``)."""
-    from megatron_bridge_cli.cli import typeinfo
+    from megatron_bridge_cli import values
 
-    return any(typeinfo.is_list(m) for m in typeinfo.members(typeinfo.unwrap_optional(hint)[0]))
+    return values.takes_list(hint)
 
 
 def _class_default(cls: type, name: str):
-    from megatron_bridge_cli.serialization import init_fields
+    from megatron_bridge_cli.typeinfo import init_fields
 
     f = next((f for f in init_fields(cls) if f.name == name), None)
     if f is None:
@@ -101,12 +101,12 @@ def _section_object(cfg, path: str):
 
 def schema_of(cfg, recipe: Optional[str] = None, docs: bool = True) -> dict:
     """The schema of a live ConfigContainer: flags, the values it holds, and (``docs``) help texts."""
-    from megatron_bridge_cli.cli import typeinfo
+    from megatron_bridge_cli import typeinfo
     from megatron_bridge_cli.cli.docs import field_doc
     from megatron_bridge_cli.cli.flags import build_table, kind_class
     from megatron_bridge_cli.cli.recipe_loader import describe_recipes, recipe_table
     from megatron_bridge_cli.config.container import ConfigContainer
-    from megatron_bridge_cli.serialization import init_fields
+    from megatron_bridge_cli.typeinfo import init_fields
 
     table = build_table(cfg)
     sections, flags = [], []

@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional, TextIO
 
-from megatron_bridge_cli import serialization
+from megatron_bridge_cli import serialization, values
 from megatron_bridge_cli.config.checkpoint import CheckpointConfig
 from megatron_bridge_cli.config.data import DATASET_KINDS, GPTDatasetConfig
 from megatron_bridge_cli.config.dist import CommOverlapConfig, DistributedDataParallelConfig, DistributedInitConfig
@@ -136,7 +136,7 @@ class ConfigContainer:
         if not (isinstance(explicit, list) and all(isinstance(p, str) for p in explicit)):
             raise ConfigError(f"config file {path!r}: {EXPLICIT_KEY} must be a list of dotted paths")
         try:
-            cfg = serialization.decode_dataclass(cls, data, where="")
+            cfg = values.decode_dataclass(cls, data, where="")
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
         cfg.explicit_paths.update(explicit)

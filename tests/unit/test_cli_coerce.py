@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from megatron_bridge_cli.cli import coerce, typeinfo
+from megatron_bridge_cli import typeinfo, values
 from megatron_bridge_cli.cli.parser import parse_command_line
 from megatron_bridge_cli.cli.flags import build_table
 from megatron_bridge_cli.cli.layering import resolve
@@ -126,7 +126,7 @@ def test_flag_value_syntax(argv, path, expected):
     ("0.5", Union[float, List[float]], 0.5),
 ])
 def test_rules_without_a_current_field(token, hint, expected):
-    got = coerce.from_text([token], hint)
+    got = values.from_text([token], hint)
     assert (got.__name__ == expected) if callable(got) else got == expected
 
 
@@ -147,23 +147,23 @@ def test_rules_without_a_current_field(token, hint, expected):
     ("{a: b}", Dict[str, int], "an integer"),
 ])
 def test_bad_values_say_what_was_expected(token, hint, message):
-    with pytest.raises(coerce.CoercionError) as e:
-        coerce.from_text([token], hint)
+    with pytest.raises(values.CoercionError) as e:
+        values.from_text([token], hint)
     assert message in e.value.expected
 
 
 def test_yaml_values_take_the_same_rules():
     # Strings from YAML go through the text rules; typed values are checked, not guessed.
-    assert coerce.conform("bf16", torch.dtype) is torch.bfloat16
-    assert coerce.conform(3, float) == 3  # an int is a float (numeric tower); kept as written
-    assert coerce.conform([1, "2"], List[int]) == [1, 2]
-    assert coerce.conform("silu", Callable) is F.silu
-    assert coerce.conform({"_target_": "torch.nn.functional.gelu", "_call_": False}, Callable) is F.gelu
-    assert coerce.conform("full", Union[str, List[str]]) == "full"  # a str stays a str
-    assert coerce.conform(None, Optional[int]) is None
+    assert values.conform("bf16", torch.dtype) is torch.bfloat16
+    assert values.conform(3, float) == 3  # an int is a float (numeric tower); kept as written
+    assert values.conform([1, "2"], List[int]) == [1, 2]
+    assert values.conform("silu", Callable) is F.silu
+    assert values.conform({"_target_": "torch.nn.functional.gelu", "_call_": False}, Callable) is F.gelu
+    assert values.conform("full", Union[str, List[str]]) == "full"  # a str stays a str
+    assert values.conform(None, Optional[int]) is None
     for bad, hint in ((True, int), ("x", int), (None, int), ([1], int), ({"a": 1}, List[int])):
-        with pytest.raises(coerce.CoercionError):
-            coerce.conform(bad, hint)
+        with pytest.raises(values.CoercionError):
+            values.conform(bad, hint)
 
 
 def test_every_field_has_a_rule_that_accepts_its_default():
@@ -184,7 +184,7 @@ def test_every_field_has_a_rule_that_accepts_its_default():
                 assert typeinfo.type_name(hint) and typeinfo.expected(hint)
                 current = getattr(obj, flag.name)
                 nullable = current is None
-                assert coerce.conform(current, hint, nullable) == current, flag.path
+                assert values.conform(current, hint, nullable) == current, flag.path
                 checked += 1
         assert all(kind_class(f) for _, f in section.kinds)
     assert checked > 600

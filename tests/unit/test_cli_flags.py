@@ -16,7 +16,7 @@ import pytest
 
 from megatron_bridge_cli.cli.flags import build_table, kind_class
 from megatron_bridge_cli.config import SECTION_KINDS, ConfigContainer
-from megatron_bridge_cli.serialization import init_fields
+from megatron_bridge_cli.typeinfo import init_fields
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "cli_flags.txt"
 

@@ -1,11 +1,16 @@
-"""Value syntax: turn flag text (and loosely typed YAML values) into typed field values.
+"""The value rules of bridge-train, in one place: text -> value (flags), YAML -> value (config
+files, ``from_yaml``, ``--recipe FILE.yaml``) and value -> YAML (``to_yaml``, ``--print-config``).
 
-One rule per kind of type, chosen from the field's type hint: ``from_text`` parses command-line
-tokens, ``conform`` checks (and where the syntax allows, converts) a value YAML already parsed.
-How a type is named in --help and in errors lives in typeinfo.py.
+One rule per kind of type, chosen from the field's type hint, so a new field type is taught
+once and the flags and the YAML codec cannot disagree. ``from_text`` parses command-line tokens;
+``conform`` checks (and where the syntax allows, converts) a value YAML already parsed, so
+``params_dtype: bf16``, ``hidden_size: "64"`` and PyYAML's string ``1e-4`` mean the same from
+every door; ``encode`` writes values back; ``decode_dataclass`` builds a config class from a
+mapping. How a type is named in --help and errors lives in typeinfo.py; import paths in
+targets.py.
 
     bool       --x, --x=true|false|1|0|yes|no|on|off, --no-x
-    int/float  3, 3e-4, 1_000
+    int/float  3, 3e-4, 1_000 (YAML strings too: '1e-4' is a float)
     str        as typed
     Literal    one of the choices (compared as text; Literal[0, 1, 2] gives ints)
     Enum       member name (AttnBackend: flash), case-insensitive when unambiguous
@@ -16,7 +21,8 @@ How a type is named in --help and in errors lives in typeinfo.py.
     Optional   null / None / ~ (and 'none' where 'none' is not itself a valid value)
     Union      members tried in a fixed order: bool, int, float, choices, dtype, callable,
                lists (only when the text looks like a list), dict, str, other classes
-    anything   a YAML flow ``{_target_: ...}`` mapping, the --print-config format
+    anything   a ``{_target_: ...}`` mapping (dataclasses, dtypes, functions, partials, enums),
+               the format to_yaml writes: ``{_target_: torch.bfloat16, _call_: false}``
 
 Rules raise CoercionError(expected) and never see the flag name: the caller adds it.
 """
@@ -33,14 +39,17 @@ from typing import Any, Literal
 import torch
 import yaml
 
-from megatron_bridge_cli import serialization
-from megatron_bridge_cli.cli.typeinfo import (
-    PHRASES, choices, expected, is_callable, is_list, is_union, item_hint, members, origin,
-    union_order, unwrap_optional,
-)
 from megatron_bridge_cli.errors import ConfigError
+from megatron_bridge_cli.targets import qualified_name, resolve_target
+from megatron_bridge_cli.typeinfo import (
+    PHRASES, choices, expected, field_type_hints, init_fields, is_callable, is_list, is_union, item_hint,
+    members, origin, suggest, union_order, unwrap_optional,
+)
 
-__all__ = ["CoercionError", "from_text", "conform", "takes_list", "TRUE_WORDS", "FALSE_WORDS"]
+__all__ = [
+    "CoercionError", "from_text", "conform", "takes_list", "encode", "decode_dataclass", "TRUE_WORDS",
+    "FALSE_WORDS",
+]
 
 TRUE_WORDS = frozenset({"true", "1", "yes", "on", "y", "t"})
 FALSE_WORDS = frozenset({"false", "0", "no", "off", "n", "f"})
@@ -152,7 +161,7 @@ def _callable(token: str, hint):
                 return value
     elif all(part.isidentifier() for part in name.split(".")):
         try:
-            value = serialization.resolve_target(name, where="value")
+            value = resolve_target(name, where="value")
         except ConfigError as e:
             raise CoercionError(f"a function name (e.g. silu, gelu) or an import path; {e}") from None
         if callable(value):
@@ -251,7 +260,7 @@ def _structured_from_text(token: str, hint) -> Any:
         if "_target_" in data:
             return conform(data, hint)
         if dataclasses.is_dataclass(hint):
-            return serialization.decode_dataclass(hint, data, "value")
+            return decode_dataclass(hint, data, "value")
     raise CoercionError(expected(hint))
 
 
@@ -278,17 +287,22 @@ def _fits(value, hint) -> bool:
     return isinstance(cls, type) and isinstance(value, cls)
 
 
-def conform(value: Any, hint, nullable: bool = False) -> Any:
+def conform(value: Any, hint, nullable: bool = False, where: str = "value") -> Any:
     """Check a value parsed from YAML against ``hint``, converting where the syntax allows:
-    strings go through the text rules (``params_dtype: bf16``), lists and
-    dicts are checked item by item, ``_target_`` mappings are resolved."""
+    strings go through the text rules (``params_dtype: bf16``, ``lr: 1e-4``), lists and dicts
+    are checked item by item, ``_target_`` mappings are resolved, mappings for a dataclass
+    build it."""
     inner, optional = unwrap_optional(hint)
     if value is None:
         if nullable or optional or inner is Any:
             return None
         raise CoercionError(f"{expected(inner)}, not null")
     if isinstance(value, dict) and "_target_" in value:
-        value = serialization.decode_value(value, inner, "value")
+        value = _decode_target(value, where)
+    if inner is Any:
+        return _decode_any(value, where)
+    if isinstance(value, dict) and isinstance(inner, type) and dataclasses.is_dataclass(inner):
+        return decode_dataclass(inner, value, where)
     if _fits(value, inner):
         return value
     if isinstance(value, str):
@@ -296,7 +310,7 @@ def conform(value: Any, hint, nullable: bool = False) -> Any:
     if is_union(inner):
         for member in sorted(members(inner), key=union_order):
             try:
-                return conform(value, member)
+                return conform(value, member, where=where)
             except CoercionError:
                 continue
         raise CoercionError(expected(hint))
@@ -305,15 +319,104 @@ def conform(value: Any, hint, nullable: bool = False) -> Any:
         if origin(inner) is tuple and args and Ellipsis not in args:
             if len(value) != len(args):
                 raise CoercionError(expected(hint))
-            return tuple(conform(v, a) for v, a in zip(value, args))
-        items = [conform(v, item_hint(inner)) for v in value]
+            return tuple(conform(v, a, where=f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        items = [conform(v, item_hint(inner), where=f"{where}[{i}]") for i, v in enumerate(value)]
         return items if origin(inner) is list else origin(inner)(items)
     if origin(inner) is dict and isinstance(value, dict):
         args = typing.get_args(inner)
-        return {k: conform(v, args[1] if len(args) == 2 else Any) for k, v in value.items()}
+        return {k: conform(v, args[1] if len(args) == 2 else Any, where=f"{where}.{k}") for k, v in value.items()}
     raise CoercionError(expected(hint))
+
+
+def _decode_any(value: Any, where: str) -> Any:
+    """A value of an untyped field: ``_target_`` mappings resolved wherever they sit."""
+    if isinstance(value, dict):
+        if "_target_" in value:
+            return _decode_target(value, where)
+        return {k: _decode_any(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode_any(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
 
 
 def takes_list(hint) -> bool:
     """Whether the flag may take several tokens (``--x 1 2 3``)."""
     return any(is_list(m) for m in members(unwrap_optional(hint)[0]))
+
+
+# ----------------------------------------------------------------------------- value -> YAML
+_MARKERS = ("_target_", "_call_", "_partial_", "_args_")
+
+
+def _join(where: str, key) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def encode(value: Any, where: str = "") -> Any:
+    """Turn a config value into plain YAML data (dicts, lists, scalars): dataclasses as mappings
+    whose first key ``_target_`` names the class, other objects as ``_target_`` references."""
+    if value is None or isinstance(value, (bool, int, float, str)) and not isinstance(value, enum.Enum):
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        data = {"_target_": qualified_name(type(value))}
+        for f in init_fields(value):
+            data[f.name] = encode(getattr(value, f.name), _join(where, f.name))
+        return data
+    if isinstance(value, (list, tuple)):
+        return [encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {str(k): encode(v, _join(where, k)) for k, v in value.items()}
+    if isinstance(value, functools.partial):
+        data = {"_target_": encode(value.func, where)["_target_"], "_partial_": True}
+        if value.args:
+            data["_args_"] = [encode(a, where) for a in value.args]
+        data.update({k: encode(v, _join(where, k)) for k, v in value.keywords.items()})
+        return data
+    if isinstance(value, (torch.dtype, enum.Enum, type)) or callable(value):
+        try:
+            return {"_target_": qualified_name(value), "_call_": False}
+        except TypeError as e:
+            raise ConfigError(f"cannot save {where} to YAML: {e}") from None
+    raise ConfigError(f"cannot save {where} to YAML: values of type {type(value).__name__} are not supported")
+
+
+# ----------------------------------------------------------------------------- YAML -> objects
+def _decode_target(data: dict, where: str) -> Any:
+    """A ``_target_`` mapping: a reference (``_call_: false``), a partial, or a config class.
+    Nothing but dataclass constructors and functools.partial is ever called."""
+    target = resolve_target(data["_target_"], where)
+    if data.get("_call_") is False:
+        return target
+    if data.get("_partial_"):
+        args = [_decode_any(a, where) for a in data.get("_args_", [])]
+        kwargs = {k: _decode_any(v, _join(where, k)) for k, v in data.items() if k not in _MARKERS}
+        return functools.partial(target, *args, **kwargs)
+    if isinstance(target, type) and dataclasses.is_dataclass(target):
+        return decode_dataclass(target, {k: v for k, v in data.items() if k != "_target_"}, where)
+    raise ConfigError(f"{where}: _target_ {data['_target_']!r} is not a config class; add `_call_: false` "
+                      "to refer to it without calling it")
+
+
+def decode_dataclass(cls: type, data: dict, where: str) -> Any:
+    """Build dataclass ``cls`` from a mapping: unknown keys refused with a suggestion, every
+    value through the same rules as a flag's (``conform``)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'top level'}: expected a mapping of {cls.__name__} fields, got {data!r}")
+    fields = {f.name: f for f in init_fields(cls)}
+    hints = field_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key == "_target_":
+            continue
+        if key not in fields:
+            section = f"section {where!r}" if where else "the top level"
+            raise ConfigError(f"unknown key {key!r} in {section} ({cls.__name__}){suggest(str(key), fields)}")
+        path = _join(where, key)
+        try:
+            kwargs[key] = conform(value, hints[key], fields[key].default is None, where=path)
+        except CoercionError as e:
+            raise ConfigError(f"{path}: invalid value {value!r}: expected {e.expected}") from None
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{where}: cannot build {cls.__name__}: {e}") from None

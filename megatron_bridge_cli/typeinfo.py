@@ -1,13 +1,17 @@
-"""What the CLI knows about a type hint: its shape, its --help label and its error phrase.
+"""What bridge-train knows about a type hint: its shape, its --help label and its error phrase,
+plus the dataclass introspection every layer shares (user fields, resolved hints, suggestions).
 
-Shared by the value rules (coerce.py), the flag table and --help. ``Optional[X]`` is X plus
+Shared by the value rules (values.py), the YAML codec, the flag table and --help. ``Optional[X]`` is X plus
 null; ``Union`` members are tried in a fixed order (``union_order``): the specific scalar
 syntaxes first, lists only for list-looking text, free-form strings last.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import enum
+import functools
 import types
 import typing
 from collections.abc import Callable as AbcCallable
@@ -16,7 +20,7 @@ from typing import Any, Literal, Union
 import torch
 
 __all__ = [
-    "unwrap_optional", "is_union", "members", "origin", "is_list", "is_callable", "is_scalar",
+    "init_fields", "field_type_hints", "suggest", "unwrap_optional", "is_union", "members", "origin", "is_list", "is_callable", "is_scalar",
     "item_hint", "choices", "union_order", "type_name", "expected",
 ]
 
@@ -24,6 +28,25 @@ PHRASES = {
     bool: "true or false (also 1/0, yes/no, on/off)", int: "an integer", float: "a number (e.g. 3e-4)",
     str: "a string", torch.dtype: "a dtype (e.g. bf16, fp16, fp32, bfloat16, torch.bfloat16)",
 }
+
+
+def init_fields(cls_or_obj) -> list[dataclasses.Field]:
+    """User-settable fields of a dataclass: init=True and not private."""
+    return [f for f in dataclasses.fields(cls_or_obj) if f.init and not f.name.startswith("_")]
+
+
+@functools.lru_cache(maxsize=None)
+def field_type_hints(cls: type) -> dict[str, Any]:
+    """Resolved type hints of a dataclass's fields (cached: megatron-core classes are large)."""
+    return typing.get_type_hints(cls)
+
+
+def suggest(name: str, candidates) -> str:
+    """'; did you mean X?' for the closest candidates, or '' when nothing is close."""
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
 
 
 def choices(hint) -> list[str]:
