@@ -23,9 +23,11 @@ SNAPSHOT = Path(__file__).parent / "snapshots" / "cli_flags.txt"
 
 def test_flag_list_snapshot():
     current = "\n".join(build_table().listing()) + "\n"
-    if os.environ.get("UPDATE_SNAPSHOTS") == "1" or not SNAPSHOT.exists():
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
         SNAPSHOT.parent.mkdir(exist_ok=True)
         SNAPSHOT.write_text(current)
+    if not SNAPSHOT.exists():  # a missing snapshot is a failure, not a fresh baseline
+        pytest.fail(f"{SNAPSHOT} is missing; create it with UPDATE_SNAPSHOTS=1 and commit it")
     expected = SNAPSHOT.read_text()
     if current != expected:
         diff = "".join(difflib.unified_diff(expected.splitlines(True), current.splitlines(True),
