@@ -3,10 +3,15 @@
 Format: each dataclass is a mapping whose first key ``_target_`` names its class; its init
 fields follow in declaration order. Values YAML cannot hold are ``_target_`` mappings too:
 dtypes, functions, classes and enum members as ``{_target_: torch.bfloat16, _call_: false}``;
-``functools.partial`` as ``{_target_: fn, _partial_: true, _args_: [...], kw: ...}``. The rules
-for each value live in values.py (shared with the flags); the allow-list for ``_target_`` in
-targets.py. Loading uses ``yaml.safe_load`` only and never calls anything but dataclass
-constructors and ``functools.partial``.
+``functools.partial`` as ``{_target_: fn, _partial_: true, _args_: [...], kw: ...}``.
+
+This module is the tree level: text and files. Each field is decoded by ``decode_dataclass``
+through ``values.conform``, the same rule a ``--config-file`` value or a flag goes through, so
+``ConfigContainer.from_yaml``, ``--recipe FILE.yaml`` and ``--config-file`` read a file alike.
+The rules per type live in values.py; the ``_target_`` allow-list and ``encode`` in targets.py;
+dataclass introspection (``init_fields``, ``field_type_hints``, ``suggest``) in typeinfo.py,
+all re-exported here. Loading uses ``yaml.safe_load`` only and never calls anything but
+dataclass constructors and ``functools.partial``.
 """
 
 from __future__ import annotations
@@ -18,9 +23,13 @@ from typing import Any
 import yaml
 
 from megatron_bridge_cli.errors import ConfigError
+from megatron_bridge_cli.typeinfo import field_type_hints, init_fields, suggest
 from megatron_bridge_cli.values import decode_dataclass, encode
 
-__all__ = ["to_yaml_str", "dump_yaml", "load_yaml_file", "decode_dataclass", "encode"]
+__all__ = [
+    "to_yaml_str", "dump_yaml", "load_yaml_file", "decode_dataclass", "encode", "init_fields",
+    "field_type_hints", "suggest",
+]
 
 
 def to_yaml_str(obj: Any) -> str:

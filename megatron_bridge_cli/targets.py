@@ -1,14 +1,22 @@
-"""Import paths in config values (``_target_`` in YAML, function names in flags), safely.
+"""The ``_target_`` convention: import paths in config values, read safely and written exactly.
 
-A path may be resolved only under an allow-listed top-level module prefix and may have no
-private or malformed part, both checked *before* anything is imported. Extend the allow-list
-with BRIDGE_TRAIN_YAML_ALLOW=pkg1,pkg2. The reverse direction, ``qualified_name``, writes the
-path a function, class, dtype or enum member is saved under, checked to resolve back to it.
+Reading (``resolve_target``, for ``_target_`` in YAML and function paths in flags): a path may
+be resolved only under an allow-listed top-level module prefix and may have no private or
+malformed part, both checked *before* anything is imported. Extend the allow-list with
+BRIDGE_TRAIN_YAML_ALLOW=pkg1,pkg2.
+
+Writing (``encode``, value -> plain YAML data): dataclasses become mappings whose first key
+``_target_`` names the class; functions, classes, dtypes and enum members become references
+``{_target_: torch.bfloat16, _call_: false}`` (``qualified_name``, checked to resolve back to
+the same object); ``functools.partial`` becomes ``{_target_: fn, _partial_: true, ...}``.
+Reading those mappings back is values.conform's job, next to every other value rule.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import functools
 import importlib
 import os
 from typing import Any
@@ -16,8 +24,11 @@ from typing import Any
 import torch
 
 from megatron_bridge_cli.errors import ConfigError
+from megatron_bridge_cli.typeinfo import init_fields
 
-__all__ = ["ALLOWED_PREFIXES", "allowed_prefixes", "resolve_target", "qualified_name"]
+__all__ = [
+    "ALLOWED_PREFIXES", "MARKERS", "allowed_prefixes", "resolve_target", "qualified_name", "encode", "join_path",
+]
 
 ALLOWED_PREFIXES = ("torch", "megatron.core", "megatron_bridge_cli", "recipes", "signal", "math")
 """Top-level module paths a YAML ``_target_`` may resolve under."""
@@ -88,3 +99,41 @@ def qualified_name(obj) -> str:
     except Exception:
         raise TypeError(f"{obj!r} is not reachable as {path}") from None
     return path
+
+
+# ----------------------------------------------------------------------------- value -> YAML
+MARKERS = ("_target_", "_call_", "_partial_", "_args_")
+"""The keys of a ``_target_`` mapping that are not keyword arguments."""
+
+
+def join_path(where: str, key) -> str:
+    """The dotted path of ``key`` under ``where`` (for messages: 'model.num_layers')."""
+    return f"{where}.{key}" if where else str(key)
+
+
+def encode(value: Any, where: str = "") -> Any:
+    """Turn a config value into plain YAML data (dicts, lists, scalars): dataclasses as mappings
+    whose first key ``_target_`` names the class, other objects as ``_target_`` references."""
+    if value is None or isinstance(value, (bool, int, float, str)) and not isinstance(value, enum.Enum):
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        data = {"_target_": qualified_name(type(value))}
+        for f in init_fields(value):
+            data[f.name] = encode(getattr(value, f.name), join_path(where, f.name))
+        return data
+    if isinstance(value, (list, tuple)):
+        return [encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {str(k): encode(v, join_path(where, k)) for k, v in value.items()}
+    if isinstance(value, functools.partial):
+        data = {"_target_": encode(value.func, where)["_target_"], "_partial_": True}
+        if value.args:
+            data["_args_"] = [encode(a, where) for a in value.args]
+        data.update({k: encode(v, join_path(where, k)) for k, v in value.keywords.items()})
+        return data
+    if isinstance(value, (torch.dtype, enum.Enum, type)) or callable(value):
+        try:
+            return {"_target_": qualified_name(value), "_call_": False}
+        except TypeError as e:
+            raise ConfigError(f"cannot save {where} to YAML: {e}") from None
+    raise ConfigError(f"cannot save {where} to YAML: values of type {type(value).__name__} are not supported")

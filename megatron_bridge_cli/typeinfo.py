@@ -1,9 +1,12 @@
 """What bridge-train knows about a type hint: its shape, its --help label and its error phrase,
 plus the dataclass introspection every layer shares (user fields, resolved hints, suggestions).
 
-Shared by the value rules (values.py), the YAML codec, the flag table and --help. ``Optional[X]`` is X plus
-null; ``Union`` members are tried in a fixed order (``union_order``): the specific scalar
-syntaxes first, lists only for list-looking text, free-form strings last.
+Shared by the value rules (values.py), the YAML codec, the flag table and --help.
+``Optional[X]`` is X plus null; ``Union`` members are tried in a fixed order (``union_order``):
+the specific scalar syntaxes first, lists only for list-looking text, free-form strings last.
+
+Cheap to import: no torch (``torch.dtype`` is recognised by name, ``is_dtype``), so --help and
+completion code may use it without paying for torch.
 """
 
 from __future__ import annotations
@@ -17,17 +20,19 @@ import typing
 from collections.abc import Callable as AbcCallable
 from typing import Any, Literal, Union
 
-import torch
-
 __all__ = [
-    "init_fields", "field_type_hints", "suggest", "unwrap_optional", "is_union", "members", "origin", "is_list", "is_callable", "is_scalar",
-    "item_hint", "choices", "union_order", "type_name", "expected",
+    "init_fields", "field_type_hints", "suggest", "unwrap_optional", "is_union", "members", "origin",
+    "is_list", "is_callable", "is_dtype", "is_scalar", "item_hint", "choices", "union_order", "type_name",
+    "expected", "PHRASES", "DTYPE_PHRASE",
 ]
 
 PHRASES = {
     bool: "true or false (also 1/0, yes/no, on/off)", int: "an integer", float: "a number (e.g. 3e-4)",
-    str: "a string", torch.dtype: "a dtype (e.g. bf16, fp16, fp32, bfloat16, torch.bfloat16)",
+    str: "a string",
 }
+"""What a valid value of each plain scalar type looks like, for error messages."""
+
+DTYPE_PHRASE = "a dtype (e.g. bf16, fp16, fp32, bfloat16, torch.bfloat16)"
 
 
 def init_fields(cls_or_obj) -> list[dataclasses.Field]:
@@ -91,9 +96,14 @@ def is_callable(hint) -> bool:
     return hint is AbcCallable or origin(hint) is AbcCallable or hint is typing.Callable
 
 
+def is_dtype(hint) -> bool:
+    """torch.dtype, recognised by name so that this module never imports torch."""
+    return isinstance(hint, type) and hint.__name__ == "dtype" and hint.__module__ == "torch"
+
+
 def is_scalar(hint) -> bool:
     """Types whose values are one token: bool/int/float/str/dtype, Literal, Enum, callables."""
-    return (hint in (bool, int, float, str, torch.dtype) or origin(hint) is Literal or is_callable(hint)
+    return (hint in (bool, int, float, str) or is_dtype(hint) or origin(hint) is Literal or is_callable(hint)
             or isinstance(hint, type) and issubclass(hint, enum.Enum))
 
 
@@ -127,7 +137,7 @@ def type_name(hint) -> str:
         name = "|".join(type_name(m) for m in members(inner))
     elif inner in (bool, int, float, str):
         name = inner.__name__.upper()
-    elif inner is torch.dtype:
+    elif is_dtype(inner):
         name = "DTYPE"
     elif origin(inner) is Literal:
         name = "{" + ",".join(choices(inner)) + "}"
@@ -164,7 +174,8 @@ def expected(hint) -> str:
     elif origin(inner) is Literal or isinstance(inner, type) and issubclass(inner, enum.Enum):
         text = "one of: " + ", ".join(choices(inner))
     elif is_scalar(inner):
-        text = PHRASES.get(inner, "a function name (e.g. silu, gelu) or an allow-listed import path")
+        text = PHRASES.get(inner) or (DTYPE_PHRASE if is_dtype(inner) else
+                                      "a function name (e.g. silu, gelu) or an allow-listed import path")
     else:
         text = f"a YAML flow value or a '{{_target_: ...}}' mapping giving a {type_name(inner)}"
     return f"{text} or null" if optional else text

@@ -5,9 +5,10 @@ One rule per kind of type, chosen from the field's type hint, so a new field typ
 once and the flags and the YAML codec cannot disagree. ``from_text`` parses command-line tokens;
 ``conform`` checks (and where the syntax allows, converts) a value YAML already parsed, so
 ``params_dtype: bf16``, ``hidden_size: "64"`` and PyYAML's string ``1e-4`` mean the same from
-every door; ``encode`` writes values back; ``decode_dataclass`` builds a config class from a
-mapping. How a type is named in --help and errors lives in typeinfo.py; import paths in
-targets.py.
+every door; ``decode_dataclass`` builds a config class from a mapping, each field through
+``conform``. How a type is named in --help and errors lives in typeinfo.py; the ``_target_``
+convention (the import-path allow-list, and ``encode``, which writes values back as YAML data)
+in targets.py, re-exported here so that this module is the one door for value rules.
 
     bool       --x, --x=true|false|1|0|yes|no|on|off, --no-x
     int/float  3, 3e-4, 1_000 (YAML strings too: '1e-4' is a float)
@@ -40,15 +41,17 @@ import torch
 import yaml
 
 from megatron_bridge_cli.errors import ConfigError
-from megatron_bridge_cli.targets import qualified_name, resolve_target
+from megatron_bridge_cli.targets import (
+    ALLOWED_PREFIXES, MARKERS, allowed_prefixes, encode, join_path, resolve_target,
+)
 from megatron_bridge_cli.typeinfo import (
-    PHRASES, choices, expected, field_type_hints, init_fields, is_callable, is_list, is_union, item_hint,
+    DTYPE_PHRASE, PHRASES, choices, expected, field_type_hints, init_fields, is_callable, is_list, is_union, item_hint,
     members, origin, suggest, union_order, unwrap_optional,
 )
 
 __all__ = [
-    "CoercionError", "from_text", "conform", "takes_list", "encode", "decode_dataclass", "TRUE_WORDS",
-    "FALSE_WORDS",
+    "CoercionError", "from_text", "conform", "takes_list", "encode", "decode_dataclass", "resolve_target",
+    "ALLOWED_PREFIXES", "allowed_prefixes", "TRUE_WORDS", "FALSE_WORDS",
 ]
 
 TRUE_WORDS = frozenset({"true", "1", "yes", "on", "y", "t"})
@@ -149,7 +152,7 @@ def _dtype(token: str, hint) -> torch.dtype:
     value = _DTYPE_ALIASES.get(name.lower(), getattr(torch, name, None))
     if isinstance(value, torch.dtype):
         return value
-    raise CoercionError(PHRASES[torch.dtype])
+    raise CoercionError(DTYPE_PHRASE)
 
 
 def _callable(token: str, hint):
@@ -333,7 +336,7 @@ def _decode_any(value: Any, where: str) -> Any:
     if isinstance(value, dict):
         if "_target_" in value:
             return _decode_target(value, where)
-        return {k: _decode_any(v, f"{where}.{k}") for k, v in value.items()}
+        return {k: _decode_any(v, join_path(where, k)) for k, v in value.items()}
     if isinstance(value, list):
         return [_decode_any(v, f"{where}[{i}]") for i, v in enumerate(value)]
     return value
@@ -342,42 +345,6 @@ def _decode_any(value: Any, where: str) -> Any:
 def takes_list(hint) -> bool:
     """Whether the flag may take several tokens (``--x 1 2 3``)."""
     return any(is_list(m) for m in members(unwrap_optional(hint)[0]))
-
-
-# ----------------------------------------------------------------------------- value -> YAML
-_MARKERS = ("_target_", "_call_", "_partial_", "_args_")
-
-
-def _join(where: str, key) -> str:
-    return f"{where}.{key}" if where else str(key)
-
-
-def encode(value: Any, where: str = "") -> Any:
-    """Turn a config value into plain YAML data (dicts, lists, scalars): dataclasses as mappings
-    whose first key ``_target_`` names the class, other objects as ``_target_`` references."""
-    if value is None or isinstance(value, (bool, int, float, str)) and not isinstance(value, enum.Enum):
-        return value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        data = {"_target_": qualified_name(type(value))}
-        for f in init_fields(value):
-            data[f.name] = encode(getattr(value, f.name), _join(where, f.name))
-        return data
-    if isinstance(value, (list, tuple)):
-        return [encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        return {str(k): encode(v, _join(where, k)) for k, v in value.items()}
-    if isinstance(value, functools.partial):
-        data = {"_target_": encode(value.func, where)["_target_"], "_partial_": True}
-        if value.args:
-            data["_args_"] = [encode(a, where) for a in value.args]
-        data.update({k: encode(v, _join(where, k)) for k, v in value.keywords.items()})
-        return data
-    if isinstance(value, (torch.dtype, enum.Enum, type)) or callable(value):
-        try:
-            return {"_target_": qualified_name(value), "_call_": False}
-        except TypeError as e:
-            raise ConfigError(f"cannot save {where} to YAML: {e}") from None
-    raise ConfigError(f"cannot save {where} to YAML: values of type {type(value).__name__} are not supported")
 
 
 # ----------------------------------------------------------------------------- YAML -> objects
@@ -389,7 +356,7 @@ def _decode_target(data: dict, where: str) -> Any:
         return target
     if data.get("_partial_"):
         args = [_decode_any(a, where) for a in data.get("_args_", [])]
-        kwargs = {k: _decode_any(v, _join(where, k)) for k, v in data.items() if k not in _MARKERS}
+        kwargs = {k: _decode_any(v, join_path(where, k)) for k, v in data.items() if k not in MARKERS}
         return functools.partial(target, *args, **kwargs)
     if isinstance(target, type) and dataclasses.is_dataclass(target):
         return decode_dataclass(target, {k: v for k, v in data.items() if k != "_target_"}, where)
@@ -411,7 +378,7 @@ def decode_dataclass(cls: type, data: dict, where: str) -> Any:
         if key not in fields:
             section = f"section {where!r}" if where else "the top level"
             raise ConfigError(f"unknown key {key!r} in {section} ({cls.__name__}){suggest(str(key), fields)}")
-        path = _join(where, key)
+        path = join_path(where, key)
         try:
             kwargs[key] = conform(value, hints[key], fields[key].default is None, where=path)
         except CoercionError as e:

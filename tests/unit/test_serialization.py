@@ -72,7 +72,7 @@ def test_python_overrides_survive_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "target",
     ["os.system", "builtins.eval", "subprocess.Popen", "subprocess.run", "torch._C._nn.gelu",
-     "megatron_bridge_cli.serialization._import_path", "posix.system"],
+     "megatron_bridge_cli.targets._import_path", "posix.system"],
 )
 def test_refused_targets_are_not_imported(tmp_path, target):
     import sys
