@@ -234,7 +234,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, config: Any, prefix: s
     for section in schema["sections"]:
         path, kinds = section["path"], list(section["kinds"])
         names = kinds + (["null"] if section["optional"] else [])
-        group = parser.add_argument_group(f"{prefix}{path}", _help_text(section.get("doc") or "") or None)
+        description = section.get("class_doc") or section.get("doc") or ""  # the class docstring
+        group = parser.add_argument_group(f"{prefix}{path}", _help_text(description) or None)
         if names:
             action = group.add_argument(
                 *_spellings(prefix, path), action=_Record, path=path, kind="section", nargs="?", dest=path,

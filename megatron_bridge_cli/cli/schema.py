@@ -8,7 +8,7 @@ served without importing torch; anything that needs real values (``--print-confi
 ``--dry-run``, training) still builds the real tree and parses against a schema of it.
 
     {"recipe": ..., "default_recipe": ..., "recipes": [[name, doc], ...],
-     "sections": [{"path", "optional", "kinds", "doc", "state", "shown", "label"}, ...],
+     "sections": [{"path", "optional", "kinds", "doc", "class_doc", "state", "shown", "label"}, ...],
      "flags": [{"path", "section", "name", "type", "bool", "list", "choices", "owners",
                 "shown", "value", "default", "doc"}, ...]}
 
@@ -22,11 +22,12 @@ import dataclasses
 import difflib
 import enum
 import functools
+import inspect
 from typing import Literal, Optional
 
 __all__ = ["FORMAT", "schema_of", "show_value", "suggest_flags", "flag_paths", "section_paths"]
 
-FORMAT = 1
+FORMAT = 2
 """Bumped whenever the layout above changes (part of the cache key)."""
 
 
@@ -119,9 +120,10 @@ def schema_of(cfg, recipe: Optional[str] = None, docs: bool = True) -> dict:
             cls, shown, label = type(obj), obj, "current"
         names = {f.name for f in init_fields(cls)}
         doc = field_doc(ConfigContainer, section.path) if docs and "." not in section.path else ""
+        class_doc = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ") if docs else ""
         sections.append({
             "path": section.path, "optional": section.optional, "kinds": [n for n, _ in section.kinds],
-            "doc": doc, "state": "off" if obj is None else type(obj).__name__, "shown": cls.__name__,
+            "doc": doc, "class_doc": class_doc, "state": "off" if obj is None else type(obj).__name__, "shown": cls.__name__,
             "label": label,
         })
         for flag in table.section_flags(section.path):

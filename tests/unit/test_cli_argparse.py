@@ -36,7 +36,8 @@ def test_one_argparse_parser_one_group_per_section_one_argument_per_field():
     groups = {g.title: g for g in parser._action_groups}
     assert {"model", "train", "optimizer", "peft", "model.mtp_loss_scaling_factor"} - set(groups) \
         == {"model.mtp_loss_scaling_factor"}  # sections only, no group per field
-    assert groups["model"].description.startswith("Model architecture and parallelism")
+    assert groups["model"].description.startswith("megatron-core GPTModel: a TransformerConfig")
+    assert groups["peft"].description.startswith("Low-rank adapters")  # off: its first kind's class
     layers = next(a for a in groups["model"]._group_actions if a.dest == "model.num_layers")
     assert layers.option_strings == ["--model.num_layers", "--model.num-layers"]
     assert layers.metavar == "INT" and "Number of transformer layers" in layers.help
