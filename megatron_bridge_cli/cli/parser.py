@@ -316,17 +316,33 @@ def dotlist_to_options(argv: Sequence[str], schema: dict) -> list[str]:
     return out
 
 
-def _extra_error(token: str, schema: dict, argv: list[str]) -> ConfigError:
+def _too_many_values(argv: list[str], parser: argparse.ArgumentParser) -> Optional[ConfigError]:
+    """'--model.num_layers 3 4': the first bare token past what its option takes, named with it."""
+    option, values, room = None, [], 0
+    for token in argv:
+        if token.startswith("-") and not NUMBER.match(token):
+            name, inline = token.split("=", 1)[0], "=" in token
+            action = parser._option_string_actions.get(name)
+            option, values = token, []
+            room = 0 if inline or action is None else 1 if action.nargs in (None, "?") else \
+                10**9 if action.nargs in ("+", "*") else 0
+            continue
+        values.append(token)
+        if option is not None and len(values) > room:
+            if room != 1:
+                return None
+            return ConfigError(f"{option} takes one value, got {len(values)}: {' '.join(values)!r} "
+                               "(quote values with spaces)")
+    return None
+
+
+def _extra_error(token: str, schema: dict, argv: list[str], parser: argparse.ArgumentParser) -> ConfigError:
     from megatron_bridge_cli.cli.schema import suggest_flags
 
     if not token.startswith("-") or NUMBER.match(token):  # a second value for a one-value flag?
-        at = argv.index(token)
-        start = next((i for i in range(at - 1, -1, -1) if argv[i].startswith("-") and not NUMBER.match(argv[i])), None)
-        if start is not None and "=" not in argv[start] and argv[start].startswith("--"):
-            values = argv[start + 1:at + 1]
-            return ConfigError(f"{argv[start]} takes one value, got {len(values)}: {' '.join(values)!r} "
-                               "(quote values with spaces)")
-
+        too_many = _too_many_values(argv, parser)
+        if too_many is not None:
+            return too_many
     if token.startswith("--"):
         name = token.split("=", 1)[0]
         close = suggest_flags(schema, name)
@@ -350,7 +366,7 @@ def parse_overrides(argv: Sequence[str], schema: dict) -> list[Override]:
     options = dotlist_to_options(argv, schema)
     namespace, extras = parser.parse_known_args(options)
     if extras:
-        raise _extra_error(extras[0], schema, options)
+        raise _extra_error(extras[0], schema, options, parser)
     return overrides_of(namespace)
 
 

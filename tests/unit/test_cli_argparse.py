@@ -92,6 +92,9 @@ def test_megatron_bridge_dotlist_overrides_are_flags():
     (["model.num_layer=5"], "unknown flag --model.num_layer; did you mean --model.num_layers"),
     (["model.num_layers=x"], "--model.num_layers: invalid value 'x': expected an integer"),
     (["stray"], "unexpected argument 'stray'"),
+    (["--train.micro_batch_size", "2", "--model.num_layers", "3", "2"],
+     "--model.num_layers takes one value, got 2: '3 2' (quote values with spaces)"),
+    (["--dry-run", "2"], "unexpected argument '2'"),
     (["~peft=3"], "~KEY removes a value"),
 ])
 def test_dotlist_mistakes(argv, message, capsys):
