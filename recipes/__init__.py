@@ -17,14 +17,14 @@ A recipe file of your own can start from a built-in one::
 from megatron_bridge_cli.recipes.gpt import gpt3_126m, gpt3_175b, gpt_cpu_tiny
 from megatron_bridge_cli.recipes.llama import llama2_7b, llama3_8b, llama3_70b, llama31_405b
 from megatron_bridge_cli.recipes.mamba import mamba2_130m
-from megatron_bridge_cli.recipes.mistral import mistral_7b
-from megatron_bridge_cli.recipes.qwen import qwen3_8b, qwen25_7b
+from megatron_bridge_cli.recipes.mistral import mistral_7b, mixtral_8x7b
+from megatron_bridge_cli.recipes.qwen import qwen3_8b, qwen3_30b_a3b, qwen25_7b
 from megatron_bridge_cli.recipes.t5 import t5_220m
 
 __all__ = [
     "RECIPES", "DEFAULT_RECIPE", "gpt_cpu_tiny", "gpt3_126m", "gpt3_175b", "llama2_7b",
     "llama3_8b", "llama3_70b", "llama31_405b", "mistral_7b", "qwen25_7b", "qwen3_8b",
-    "t5_220m", "mamba2_130m",
+    "mixtral_8x7b", "qwen3_30b_a3b", "t5_220m", "mamba2_130m",
 ]
 
 RECIPES = {
@@ -33,6 +33,7 @@ RECIPES = {
         gpt_cpu_tiny, gpt3_126m, gpt3_175b,
         llama2_7b, llama3_8b, llama3_70b, llama31_405b,
         mistral_7b, qwen25_7b, qwen3_8b,
+        mixtral_8x7b, qwen3_30b_a3b,
         t5_220m, mamba2_130m,
     )
 }

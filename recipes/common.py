@@ -3,6 +3,7 @@
 * :func:`pretrain_container` wraps a model in the usual pretraining setup (Adam, cosine decay
   after warmup, mock data unless a data path is given, evaluation, checkpoints, precision).
 * :func:`parallelism` turns the per-run layout keywords into model-provider fields.
+* :func:`moe_fields` sets up a Mixtral/Qwen-style mixture-of-experts MLP.
 * :func:`swiglu_decoder` builds the Llama-style decoder that Llama, Mistral and Qwen share
   (pre-RMSNorm, SwiGLU MLP, RoPE, no linear biases, untied output layer).
 * :func:`tokenizer_for` picks a HuggingFace tokenizer when one is named, else ids as given.
@@ -29,7 +30,7 @@ from megatron_bridge_cli.config import (
 from megatron_bridge_cli.config.models import ModelProviderBase
 
 __all__ = [
-    "documented_world_size", "parallelism", "pretrain_container", "swiglu_decoder", "tokenizer_for",
+    "documented_world_size", "moe_fields", "parallelism", "pretrain_container", "swiglu_decoder", "tokenizer_for",
 ]
 
 F = TypeVar("F", bound=Callable[..., ConfigContainer])
@@ -55,19 +56,58 @@ def parallelism(
     context_parallel: int = 1,
     virtual_pipeline_parallel: Optional[int] = None,
     sequence_parallel: bool = False,
+    expert_parallel: int = 1,
 ) -> dict:
     """Model-provider fields for a TP x PP x CP layout (data parallel takes the remaining GPUs).
 
     Sequence parallel is off unless asked for: it needs Transformer Engine norms, so a recipe
     that turned it on would not validate on machines without TE (CPU CI, laptops). Turn it on
     for TP > 1 runs on GPU clusters with ``--model.sequence_parallel=true``.
+    ``expert_parallel`` (EP) splits the routed experts of MoE layers over the data-parallel
+    ranks of each pipeline stage; it needs a world size divisible by EP x TP x PP.
     """
-    return dict(
+    fields = dict(
         tensor_model_parallel_size=tensor_parallel,
         pipeline_model_parallel_size=pipeline_parallel,
         context_parallel_size=context_parallel,
         virtual_pipeline_model_parallel_size=virtual_pipeline_parallel,
         sequence_parallel=sequence_parallel,
+    )
+    if expert_parallel != 1:
+        fields["expert_model_parallel_size"] = expert_parallel
+    return fields
+
+
+def moe_fields(
+    *,
+    num_experts: int,
+    topk: int,
+    expert_ffn_hidden_size: int,
+    aux_loss_coeff: float,
+    shared_expert_ffn_hidden_size: Optional[int] = None,
+) -> dict:
+    """Model-provider fields of a token-choice MoE MLP with a softmax router, as in Mixtral and
+    Qwen-MoE (HF ``norm_topk_prob``: the k chosen weights are renormalized to sum to 1, which is
+    megatron-core's softmax over the top-k logits, ``moe_router_pre_softmax=False``).
+
+    Load balancing: the Switch-Transformer auxiliary loss with the released coefficient. Tokens
+    go through the alltoall dispatcher (the one for expert parallelism; it also runs over gloo)
+    with no capacity limit (dropless). Grouped GEMM is on: Transformer Engine's TEGroupedMLP
+    on GPUs; where no grouped GEMM exists (CPU) finalize falls back to SequentialMLP, which
+    holds the same parameters. The router computes in fp32.
+    """
+    return dict(
+        num_moe_experts=num_experts,
+        moe_router_topk=topk,
+        moe_ffn_hidden_size=expert_ffn_hidden_size,
+        moe_shared_expert_intermediate_size=shared_expert_ffn_hidden_size,
+        moe_router_score_function="softmax",
+        moe_router_pre_softmax=False,
+        moe_router_load_balancing_type="aux_loss",
+        moe_aux_loss_coeff=aux_loss_coeff,
+        moe_router_dtype="fp32",
+        moe_token_dispatcher_type="alltoall",
+        moe_grouped_gemm=True,
     )
 
 

@@ -18,13 +18,16 @@ Differences that megatron-core's T5Model imposes, stated rather than hidden:
 Training: the paper pretrains 2**19 = 524,288 steps of 128 sequences x 512 tokens (2**16
 tokens per batch, ~34B tokens) with Adafactor; here Adam with warmup and cosine decay.
 Inputs are 512 tokens, targets 114 after span corruption (the decoder here is given 128).
+Data: megatron-core's T5 span-corruption dataset (``--dataset=t5``) over sentence-split
+indexed files (``scripts/preprocess_data.py --split-sentences``), mock sentences without a
+data path; the tokenizer carries 100 sentinels (``--tokenizer.vocab_extra_ids``).
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
-from megatron_bridge_cli.config import ConfigContainer, T5ModelProvider
+from megatron_bridge_cli.config import ConfigContainer, T5DatasetConfig, T5ModelProvider
 from megatron_bridge_cli.recipes.common import (
     documented_world_size,
     parallelism,
@@ -84,7 +87,7 @@ def t5_220m(
         attention_dropout=0.1,
         **parallelism(tensor_parallel),
     )
-    return pretrain_container(
+    cfg = pretrain_container(
         model,
         global_batch_size=global_batch_size,
         micro_batch_size=micro_batch_size,
@@ -98,3 +101,8 @@ def t5_220m(
         precision=precision,
         save=save,
     )
+    # Span corruption (the paper's objective): 15% of the input in spans of mean length 3
+    # (here megatron-core's geometric spans), each replaced by one of 100 sentinel tokens.
+    cfg.dataset = T5DatasetConfig(data_path=data_path)
+    cfg.tokenizer.vocab_extra_ids = 100
+    return cfg

@@ -3,6 +3,8 @@
 
     python scripts/preprocess_data.py --input a.jsonl b.txt --output-prefix data/corpus \
         --tokenizer-type ByteLevelTokenizer
+    python scripts/preprocess_data.py --python-stdlib-mb 2 --output-prefix data/stdlib_sentences \
+        --split-sentences        # one sequence per sentence, for T5 (--dataset=t5)
 """
 
 import argparse
@@ -24,15 +26,19 @@ def main(argv=None) -> int:
     parser.add_argument("--tokenizer-type", default="ByteLevelTokenizer",
                         choices=["ByteLevelTokenizer", "HuggingFaceTokenizer"])
     parser.add_argument("--tokenizer-model", help="HuggingFace tokenizer folder")
+    parser.add_argument("--split-sentences", action="store_true",
+                        help="one sequence per sentence/line (T5 span-corruption data, --dataset=t5)")
     args = parser.parse_args(argv)
     try:
         tokenizer = build_tokenizer(TokenizerConfig(tokenizer_type=args.tokenizer_type, tokenizer_model=args.tokenizer_model))
         files = args.input or stdlib_text_files(int(args.python_stdlib_mb * 2**20))
-        stats = write_indexed_dataset(iter_documents(files, args.json_key), tokenizer, args.output_prefix)
+        stats = write_indexed_dataset(iter_documents(files, args.json_key), tokenizer, args.output_prefix,
+                                      sentences=args.split_sentences)
     except (ConfigError, OSError, KeyError, ValueError) as e:
         print(f"preprocess_data: error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {stats['prefix']}.bin/.idx: {stats['documents']} documents, {stats['tokens']} tokens")
+    print(f"wrote {stats['prefix']}.bin/.idx: {stats['documents']} documents, {stats['sequences']} sequences, "
+          f"{stats['tokens']} tokens")
     return 0
 
 

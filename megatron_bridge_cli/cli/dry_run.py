@@ -52,8 +52,25 @@ def _model_line(m) -> str:
     if getattr(m, "encoder_num_layers", None) is not None or type(m).__name__.startswith("T5"):
         layers = f"{getattr(m, 'encoder_num_layers', None) or m.num_layers} encoder + {m.num_layers} decoder layers"
     vocab = f"vocab {m.vocab_size} -> {m.padded_vocab_size} padded" if m.vocab_size else "vocab unknown"
-    return (f"{type(m).__name__}: {layers}, hidden {m.hidden_size}, ffn {m.ffn_hidden_size}, {heads}, "
+    ffn = f"ffn {m.ffn_hidden_size}"
+    if getattr(m, "num_moe_experts", None):
+        shared = m.moe_shared_expert_intermediate_size
+        ffn = (f"MoE {m.num_moe_experts} experts of ffn {m.moe_ffn_hidden_size}, top {m.moe_router_topk}"
+               f"{f' + shared expert ffn {shared}' if shared else ''}, {m.moe_token_dispatcher_type} dispatcher")
+    return (f"{type(m).__name__}: {layers}, hidden {m.hidden_size}, {ffn}, {heads}, "
             f"seq {m.seq_length}, {vocab}")
+
+
+def _experts_text(m, world_size: int) -> str:
+    """How the routed experts are split (empty for dense models)."""
+    from megatron_bridge_cli.config.moe_checks import expert_data_parallel_size
+
+    if not getattr(m, "num_moe_experts", None):
+        return ""
+    etp = m.expert_tensor_parallel_size or m.tensor_model_parallel_size
+    return (f"; experts: EP {m.expert_model_parallel_size} x ETP {etp} x PP {m.pipeline_model_parallel_size} "
+            f"x expert-DP {expert_data_parallel_size(m, world_size)}, "
+            f"{m.num_moe_experts // m.expert_model_parallel_size} of {m.num_moe_experts} experts of each layer per GPU")
 
 
 def _derived_lines(cfg, world_size: int) -> list[str]:
@@ -68,7 +85,7 @@ def _derived_lines(cfg, world_size: int) -> list[str]:
         f"  model         {_model_line(m)}",
         f"  parallelism   TP {m.tensor_model_parallel_size} x PP {m.pipeline_model_parallel_size}"
         f"{f' (VP {vp})' if vp else ''} x CP {m.context_parallel_size} x DP {t.data_parallel_size} "
-        f"= world size {world_size}",
+        f"= world size {world_size}{_experts_text(m, world_size)}",
         f"  batch         global {t.global_batch_size} = micro {t.micro_batch_size} x DP {t.data_parallel_size} "
         f"x {t.num_microbatches} micro-batches; {_n(tokens)} tokens per step",
         f"  run           {_n(t.total_iters)} iterations, {_n(t.total_iters * tokens)} tokens; {eval_text}",
@@ -82,6 +99,7 @@ def _derived_lines(cfg, world_size: int) -> list[str]:
 def summarize(cfg, world_size: int) -> str:
     """The --dry-run report of an unfinalized container; raises ValidationError when invalid."""
     from megatron_bridge_cli.config.finalize import finalize
+    from megatron_bridge_cli.config.moe_checks import expert_data_parallel_size
     from megatron_bridge_cli.training.param_count import count_parameters
 
     final = finalize(cfg, world_size)
@@ -91,11 +109,19 @@ def summarize(cfg, world_size: int) -> str:
         # megatron-core checks some combinations only while building modules: still the config's fault
         raise ConfigError(f"the model cannot be built from this configuration (on the meta device, to count "
                           f"its parameters): {type(e).__name__}: {e}") from None
-    mem = estimate_memory(final, count.per_gpu_max)
+    moe = bool(count.routed_experts)
+    expert_dp = expert_data_parallel_size(final.model, world_size) if moe else 1
+    mem = estimate_memory(final, count.per_gpu_max, count.per_gpu_experts, expert_dp)
     lines = [f"dry run: configuration is valid for world size {world_size}"]
     lines += _derived_lines(final, world_size)
     lines.append(f"parameters: {count.total}")
-    lines.append(f"parameters per GPU: {count.per_gpu_max} (largest TP/PP shard)")
+    if moe:
+        m = final.model
+        lines.append(f"active parameters per token: {count.active} (top {m.moe_router_topk} of "
+                     f"{m.num_moe_experts} routed experts per MoE layer, plus everything else)")
+        lines.append(f"  routed experts {_n(count.routed_experts)}, all else {_n(count.total - count.routed_experts)}")
+    lines.append(f"parameters per GPU: {count.per_gpu_max} (largest TP/PP{'/EP' if moe else ''} shard"
+                 f"{f'; {_n(count.per_gpu_experts)} of them routed experts' if moe else ''})")
     if count.per_layer:
         lines.append(f"  embedding {_n(count.embedding)}, per layer {_n(count.per_layer)}, "
                      f"final norm + untied output layer {_n(count.head)}")

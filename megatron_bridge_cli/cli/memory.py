@@ -2,8 +2,8 @@
 
 An estimate for the fullest GPU, in bytes, from exact parameter counts (count_parameters)
 and the formulas below. Not counted: the CUDA context (~0.5-1 GiB), allocator
-fragmentation, communication and temporary buffers, MoE expert sharding and PEFT's frozen
-weights (dense full-training estimate).
+fragmentation, communication and temporary buffers, MoE load imbalance (tokens are assumed
+spread evenly over the experts) and PEFT's frozen weights (full-training estimate).
 
 With P = parameters on the fullest GPU (its TP/PP shard):
 
@@ -15,7 +15,9 @@ With P = parameters on the fullest GPU (its TP/PP shard):
                          (the fp32 master copy of mixed precision)
                  state = adam: bytes(exp_avg_dtype) + bytes(exp_avg_sq_dtype); sgd: 4 if momentum
                  shards = data-parallel size / num_distributed_optimizer_instances with the
-                          distributed optimizer, else 1
+                          distributed optimizer, else 1; for the routed experts of MoE layers
+                          (P_e of the P) the expert-data-parallel size world / (ETP x EP x PP)
+                          takes the place of the data-parallel size
     e.g. bf16 + Adam without the distributed optimizer: 2 + 4 + (4 + 8) = 18 bytes/parameter.
 
 Activations follow Korthikanti et al., "Reducing Activation Recomputation in Large Transformer
@@ -34,6 +36,11 @@ r = t with sequence parallel else 1, m = 1 byte dropout masks (when dropout > 0)
     MLP         s b [ 2h e / r                  inputs of the norm and of FC1
                     + f' e / t + f e / t        activation input (f' = 2f with GLU) and FC2 input
                     + h m / r ]                 dropout mask
+
+In MoE layers every token visits k of the routed experts (width f_e, expert TP t_e) and the
+shared expert (width f_s, if any), so the MLP term uses f = k f_e + f_s (split by t_e), plus
+the k dispatched copies of each token's input and the router's fp32 logits over E experts:
+s b (k h e + 4 E).
 
 With f = 4h, MHA, no GLU and e = 2 this is the paper's s b h (34 + 5 a s / h). Full
 recompute keeps only each layer's input (s b h e / r) plus one layer's full activations
@@ -71,7 +78,7 @@ def _bytes(dtype) -> int:
     return torch.empty((), dtype=dtype).element_size() if isinstance(dtype, torch.dtype) else 4
 
 
-def _optimizer_bytes_per_param(cfg) -> tuple[float, str]:
+def _optimizer_bytes_per_param(cfg, data_parallel_size: int) -> tuple[float, str]:
     o, m = cfg.optimizer, cfg.model
     params_bytes = _bytes(m.params_dtype)
     main = _bytes(o.main_params_dtype) if params_bytes < 4 else 0
@@ -82,7 +89,7 @@ def _optimizer_bytes_per_param(cfg) -> tuple[float, str]:
     else:  # muon and others: assume one fp32 momentum buffer
         state, what = 4, f"{o.optimizer} momentum"
     distributed = o.use_distributed_optimizer or cfg.ddp.use_distributed_optimizer
-    shards = max(1, (cfg.train.data_parallel_size or 1) // max(1, cfg.ddp.num_distributed_optimizer_instances))
+    shards = max(1, (data_parallel_size or 1) // max(1, cfg.ddp.num_distributed_optimizer_instances))
     shards = shards if distributed else 1
     note = f"({main} B master copy + {state} B {what}) / {shards} shard{'s' * (shards > 1)}"
     return (main + state) / shards, note
@@ -96,16 +103,22 @@ def _layer_activation_bytes(cfg, flash: bool) -> tuple[float, float]:
     a = m.num_attention_heads
     q = (m.num_query_groups or a) * (m.kv_channels or h // a)
     f = m.ffn_hidden_size or 4 * h
-    f_in = 2 * f if m.gated_linear_unit else f
     e = 2 if (m.bf16 or m.fp16) else 4
     r = tp if m.sequence_parallel else 1
+    mlp_tp, routing = tp, 0.0
+    if getattr(m, "num_moe_experts", None):  # what one token visits: k experts + the shared one
+        k = m.moe_router_topk
+        f = k * (m.moe_ffn_hidden_size or f) + (m.moe_shared_expert_intermediate_size or 0)
+        mlp_tp = m.expert_tensor_parallel_size or tp
+        routing = s * b * (k * h * e + 4 * m.num_moe_experts)  # dispatched token copies, fp32 logits
+    f_in = 2 * f if m.gated_linear_unit else f
     hidden_mask = 1 if m.hidden_dropout > 0 else 0
     attn_mask = 1 if m.attention_dropout > 0 else 0
     attention = s * b * (2 * h * e / r + (h + 2 * q) * e / tp + h * e / tp + h * hidden_mask / r)
     selective = m.recompute_granularity == "selective" and "core_attn" in (m.recompute_modules or ["core_attn"])
     if not flash and not selective:
         attention += a * s * s * b * (e + attn_mask + (e if attn_mask else 0)) / tp
-    mlp = s * b * (2 * h * e / r + f_in * e / tp + f * e / tp + h * hidden_mask / r)
+    mlp = s * b * (2 * h * e / r + f_in * e / mlp_tp + f * e / mlp_tp + h * hidden_mask / r) + routing
     return attention + mlp, s * b * h * e / r
 
 
@@ -137,17 +150,25 @@ def _activation_bytes(cfg) -> tuple[int, str]:
     return int(total), note
 
 
-def estimate_memory(cfg, params_per_gpu: int) -> MemoryEstimate:
-    """Memory of the fullest GPU for a *finalized* config with ``params_per_gpu`` parameters."""
+def estimate_memory(cfg, params_per_gpu: int, expert_params_per_gpu: int = 0,
+                    expert_data_parallel_size: int = 1) -> MemoryEstimate:
+    """Memory of the fullest GPU for a *finalized* config with ``params_per_gpu`` parameters,
+    ``expert_params_per_gpu`` of them routed experts (whose optimizer state the distributed
+    optimizer shards over ``expert_data_parallel_size`` ranks instead of the data-parallel ones)."""
     m = cfg.model
     params_bytes = _bytes(m.params_dtype)
     grad_bytes = 4 if cfg.ddp.grad_reduce_in_fp32 else params_bytes
-    opt_per_param, opt_note = _optimizer_bytes_per_param(cfg)
+    opt_per_param, opt_note = _optimizer_bytes_per_param(cfg, cfg.train.data_parallel_size)
+    optimizer = (params_per_gpu - expert_params_per_gpu) * opt_per_param
+    if expert_params_per_gpu:
+        expert_per_param, expert_note = _optimizer_bytes_per_param(cfg, expert_data_parallel_size)
+        optimizer += expert_params_per_gpu * expert_per_param
+        opt_note += f"; routed experts {expert_per_param:.4g} B/param {expert_note}"
     activations, act_note = _activation_bytes(cfg)
     return MemoryEstimate(
         weights=params_per_gpu * params_bytes,
         gradients=params_per_gpu * grad_bytes,
-        optimizer=int(params_per_gpu * opt_per_param),
+        optimizer=int(optimizer),
         activations=activations,
         notes={
             "weights": f"{params_bytes} B/param ({str(m.params_dtype).replace('torch.', '')})",

@@ -2,7 +2,7 @@
 
 from megatron_bridge_cli.config.checkpoint import CheckpointConfig
 from megatron_bridge_cli.config.container import SECTION_KINDS, ConfigContainer
-from megatron_bridge_cli.config.data import GPTDatasetConfig, MockGPTDatasetConfig
+from megatron_bridge_cli.config.data import GPTDatasetConfig, MockGPTDatasetConfig, T5DatasetConfig
 from megatron_bridge_cli.config.dist import CommOverlapConfig, DistributedDataParallelConfig, DistributedInitConfig
 from megatron_bridge_cli.config.finalize import finalize, validate
 from megatron_bridge_cli.config.logger import LoggerConfig
@@ -30,5 +30,5 @@ __all__ = [
     "MIXED_PRECISION_PRESETS", "MambaModelProvider", "MixedPrecisionConfig", "MockGPTDatasetConfig",
     "NVRxStragglerDetectionConfig", "OptimizerConfig", "ProfilingConfig", "RNGConfig",
     "RerunStateMachineConfig", "SECTION_KINDS", "SchedulerConfig", "StragglerDetectionConfig",
-    "T5ModelProvider", "TokenizerConfig", "TrainingConfig", "finalize", "validate",
+    "T5DatasetConfig", "T5ModelProvider", "TokenizerConfig", "TrainingConfig", "finalize", "validate",
 ]

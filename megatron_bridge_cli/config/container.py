@@ -6,9 +6,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional, TextIO
 
-from megatron_bridge_cli import serialization, values
+from megatron_bridge_cli import serialization
 from megatron_bridge_cli.config.checkpoint import CheckpointConfig
-from megatron_bridge_cli.config.data import DATASET_KINDS, GPTDatasetConfig
+from megatron_bridge_cli.config.data import DATASET_KINDS, DatasetConfigBase
 from megatron_bridge_cli.config.dist import CommOverlapConfig, DistributedDataParallelConfig, DistributedInitConfig
 from megatron_bridge_cli.config.logger import LoggerConfig
 from megatron_bridge_cli.config.models import MODEL_KINDS, ModelProviderBase
@@ -53,8 +53,8 @@ class ConfigContainer:
     scheduler: SchedulerConfig
     """Learning-rate warmup/decay and weight-decay schedule."""
 
-    dataset: GPTDatasetConfig
-    """Training data (indexed .bin/.idx files or mock data)."""
+    dataset: DatasetConfigBase
+    """Training data: GPT or T5 span-corruption samples from indexed .bin/.idx files, or mock data."""
 
     logger: LoggerConfig
     """Console, TensorBoard and W&B logging."""
@@ -136,7 +136,7 @@ class ConfigContainer:
         if not (isinstance(explicit, list) and all(isinstance(p, str) for p in explicit)):
             raise ConfigError(f"config file {path!r}: {EXPLICIT_KEY} must be a list of dotted paths")
         try:
-            cfg = values.decode_dataclass(cls, data, where="")
+            cfg = serialization.decode_dataclass(cls, data, where="")
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
         cfg.explicit_paths.update(explicit)

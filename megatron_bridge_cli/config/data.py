@@ -1,19 +1,24 @@
-"""Where training samples come from: megatron-core GPT datasets (indexed .bin/.idx or mock)."""
+"""Where training samples come from: megatron-core datasets over indexed .bin/.idx files (or mock).
+
+Two kinds share the file and split settings (:class:`DatasetConfigBase`): GPT's causal-LM
+samples (``--dataset=gpt``, ``--dataset=mock``) and T5's span-corruption samples
+(``--dataset=t5``) for encoder-decoder models.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional
 
-__all__ = ["GPTDatasetConfig", "MockGPTDatasetConfig", "DATASET_KINDS"]
+__all__ = ["DatasetConfigBase", "GPTDatasetConfig", "MockGPTDatasetConfig", "T5DatasetConfig", "DATASET_KINDS"]
 
 
 @dataclass
-class GPTDatasetConfig:
-    """megatron-core GPTDataset over preprocessed indexed files, blended and split.
+class DatasetConfigBase:
+    """Indexed dataset files, blended and split, and how they are loaded.
 
-    With no data_path (and no per-split paths) megatron-core's mock dataset is used: random
-    token sequences that need no files, for smoke tests and benchmarks.
+    With no data_path (and no per-split paths) mock data is used: generated token sequences
+    that need no files, for smoke tests and benchmarks.
     """
 
     data_path: Optional[list[str]] = None
@@ -33,22 +38,11 @@ class GPTDatasetConfig:
     """Test-only prefixes (optionally weighted)."""
 
     seq_length: Optional[int] = None
-    """Tokens per sample. None uses model.seq_length; if set it must equal it."""
+    """Tokens per sample (T5: encoder input tokens). None uses the model's (model.seq_length;
+    T5: model.encoder_seq_length); if set it must equal it."""
 
     random_seed: int = 1234
     """Seed of the sample shuffling (independent of rng.seed)."""
-
-    reset_position_ids: bool = False
-    """Restart position ids after each end-of-document token."""
-
-    reset_attention_mask: bool = False
-    """Block attention across end-of-document tokens."""
-
-    eod_mask_loss: bool = False
-    """Do not train on predicting the token after end-of-document."""
-
-    create_attention_mask: bool = True
-    """Materialize the causal attention mask in each batch (local attention needs it)."""
 
     mmap_bin_files: bool = True
     """Memory-map the .bin files instead of reading them."""
@@ -63,11 +57,33 @@ class GPTDatasetConfig:
     """Pin host memory of batches (ignored on CPU)."""
 
     sequence_length: Optional[int] = field(default=None, init=False, repr=False)
-    """Derived: seq_length, or model.seq_length."""
+    """Derived: seq_length, or the model's input length."""
 
     def uses_mock_data(self) -> bool:
-        """True when no data files are named, so megatron-core's mock dataset is used."""
+        """True when no data files are named, so mock data is used."""
         return not (self.data_path or self.train_data_path or self.valid_data_path or self.test_data_path)
+
+    def derive_lengths(self, model) -> None:
+        """Set the derived sample lengths from this section and the model (finalize calls it)."""
+        self.sequence_length = self.seq_length or model.seq_length
+
+
+@dataclass
+class GPTDatasetConfig(DatasetConfigBase):
+    """megatron-core GPTDataset (causal LM samples) over preprocessed indexed files, or
+    megatron-core's MockGPTDataset when no data path is given."""
+
+    reset_position_ids: bool = False
+    """Restart position ids after each end-of-document token."""
+
+    reset_attention_mask: bool = False
+    """Block attention across end-of-document tokens."""
+
+    eod_mask_loss: bool = False
+    """Do not train on predicting the token after end-of-document."""
+
+    create_attention_mask: bool = True
+    """Materialize the causal attention mask in each batch (local attention needs it)."""
 
 
 @dataclass
@@ -78,5 +94,52 @@ class MockGPTDatasetConfig(GPTDatasetConfig):
         return True
 
 
-DATASET_KINDS = {"gpt": GPTDatasetConfig, "mock": MockGPTDatasetConfig}
-"""Names that select a dataset kind, e.g. ``--dataset=mock``."""
+@dataclass
+class T5DatasetConfig(DatasetConfigBase):
+    """megatron-core's T5 span-corruption dataset (T5MaskedWordPieceDataset) for encoder-decoder
+    models: about masking_probability of each sample's tokens, in spans, are cut out of the
+    encoder input and replaced by one sentinel token per span; the decoder predicts
+    ``<sentinel_0> span_0 <sentinel_1> span_1 ... <eos>``.
+
+    Samples are packed from whole sentences (the sequences of the indexed file) of one
+    document; preprocess with ``scripts/preprocess_data.py --split-sentences``. With no data
+    path, generated sentences are used (bridge-train's mock T5 data). The tokenizer must provide
+    the sentinels (``--tokenizer.vocab_extra_ids``).
+    """
+
+    decoder_seq_length: Optional[int] = None
+    """Decoder tokens per sample: start token + one sentinel per span + the masked tokens
+    (at most 1 + 2 x masking_probability x (encoder length - 2)). None uses model.seq_length;
+    if set it must equal it."""
+
+    masking_probability: float = 0.15
+    """Fraction of each sample's tokens that are masked (T5: 0.15)."""
+
+    short_sequence_probability: float = 0.1
+    """Probability that a sample is shorter than the encoder length (a random target length)."""
+
+    masking_max_ngram: int = 10
+    """Longest masked span, in words (WordPiece tokenizers) or tokens."""
+
+    masking_do_full_word: bool = True
+    """Mask whole words: WordPiece continuation pieces ('##...') follow their word's first piece."""
+
+    masking_use_longer_ngrams: bool = False
+    """Favour longer spans (probabilities proportional to n instead of 1/n)."""
+
+    masking_use_geometric_distribution: bool = True
+    """Draw span lengths from a geometric distribution (p=0.2, SpanBERT), clipped at
+    masking_max_ngram, as Megatron-LM's pretrain_t5.py does."""
+
+    decoder_sequence_length: Optional[int] = field(default=None, init=False, repr=False)
+    """Derived: decoder_seq_length, or model.seq_length."""
+
+    def derive_lengths(self, model) -> None:
+        """Encoder length: seq_length or model.encoder_seq_length (or model.seq_length);
+        decoder length: decoder_seq_length or model.seq_length."""
+        self.sequence_length = self.seq_length or getattr(model, "encoder_seq_length", None) or model.seq_length
+        self.decoder_sequence_length = self.decoder_seq_length or model.seq_length
+
+
+DATASET_KINDS = {"gpt": GPTDatasetConfig, "mock": MockGPTDatasetConfig, "t5": T5DatasetConfig}
+"""Names that select a dataset kind, e.g. ``--dataset=mock`` or ``--dataset=t5``."""

@@ -14,8 +14,9 @@ import logging
 
 import torch
 
+from megatron_bridge_cli.config.moe_checks import derive_moe
 from megatron_bridge_cli.config.precision import precision_assignments
-from megatron_bridge_cli.config.validation import check_schedule, collect_problems, parallel_product
+from megatron_bridge_cli.config.validation import check_schedule, check_vocab, collect_problems, parallel_product
 from megatron_bridge_cli.errors import ValidationError
 
 __all__ = ["finalize", "validate", "BYTE_LEVEL_VOCAB_SIZE"]
@@ -111,10 +112,10 @@ def derive_vocab_and_data(cfg) -> None:
     m, tok = cfg.model, cfg.tokenizer
     if m.vocab_size is None:
         if tok.tokenizer_type == "ByteLevelTokenizer":
-            m.vocab_size = BYTE_LEVEL_VOCAB_SIZE
+            m.vocab_size = BYTE_LEVEL_VOCAB_SIZE + tok.added_tokens()  # + T5 special tokens
         elif tok.tokenizer_type == "NullTokenizer" and tok.vocab_size is not None:
-            m.vocab_size = tok.vocab_size + 1  # + end-of-document
-    cfg.dataset.sequence_length = cfg.dataset.seq_length or m.seq_length
+            m.vocab_size = tok.vocab_size + 1 + tok.added_tokens()  # + end-of-document (+ T5 special tokens)
+    cfg.dataset.derive_lengths(m)
 
 
 def run_megatron_checks(cfg) -> list[str]:
@@ -137,6 +138,7 @@ def finalize(cfg, world_size: int = 1):
     problems = collect_problems(cfg, world_size)
     apply_mixed_precision(cfg)
     apply_comm_overlap(cfg)
+    derive_moe(cfg)
     # Each derivation runs only when its inputs are sane, so one bad value does not hide others.
     mp, t = parallel_product(cfg.model), cfg.train
     if mp >= 1 and world_size % mp == 0 and t.micro_batch_size >= 1 and t.global_batch_size >= 1:
@@ -145,6 +147,7 @@ def finalize(cfg, world_size: int = 1):
         derive_run_length(cfg)
         problems += check_schedule(cfg)
     derive_vocab_and_data(cfg)
+    problems += check_vocab(cfg)
     if not problems:  # megatron-core stops at its first problem: let ours speak first
         problems += run_megatron_checks(cfg)
     if problems:

@@ -25,3 +25,13 @@ class TokenizerConfig:
 
     trust_remote_code: bool = False
     """Let HuggingFace tokenizers run code from the model repository."""
+
+    vocab_extra_ids: int = 0
+    """Sentinel tokens (<extra_id_0>, ...) that T5 span corruption puts in place of masked spans
+    (Megatron-LM's --vocab-extra-ids; T5 has 100). When > 0 they are appended after the
+    vocabulary together with a decoder start and a mask token (vocab_extra_ids + 2 ids); a
+    HuggingFace tokenizer with sentinels of its own (t5-base) uses those instead."""
+
+    def added_tokens(self) -> int:
+        """Ids appended after NullTokenizer's or ByteLevelTokenizer's vocabulary for T5."""
+        return self.vocab_extra_ids + 2 if self.vocab_extra_ids > 0 else 0

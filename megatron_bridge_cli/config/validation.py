@@ -10,8 +10,11 @@ import importlib.util
 
 from megatron_bridge_cli.config.models.mamba import MAMBA_INSTALL_HINT, MambaModelProvider, mamba_missing_packages
 from megatron_bridge_cli.config.models.provider import transformer_engine_available
+from megatron_bridge_cli.config.models.t5 import T5ModelProvider
+from megatron_bridge_cli.config.moe_checks import check_moe
+from megatron_bridge_cli.config.t5_checks import check_t5
 
-__all__ = ["collect_problems", "parallel_product"]
+__all__ = ["collect_problems", "parallel_product", "check_vocab"]
 
 
 def _installed(module: str) -> bool:
@@ -119,9 +122,22 @@ def check_schedule(cfg) -> list[str]:
     return problems
 
 
+def check_vocab(cfg) -> list[str]:
+    """Needs the derived vocabulary size (run after derivation)."""
+    m = cfg.model
+    if m.vocab_size is None or m.tensor_model_parallel_size < 1:
+        return []
+    rows = m.compute_padded_vocab_size(m.vocab_size)
+    if rows % m.tensor_model_parallel_size:
+        return [f"the embedding's {rows} rows (--model.vocab_size {m.vocab_size}, --model.should_pad_vocab="
+                f"{str(m.should_pad_vocab).lower()}) do not split over --model.tensor_model_parallel_size "
+                f"({m.tensor_model_parallel_size}); pad it with --model.should_pad_vocab=true"]
+    return []
+
+
 def check_data(cfg) -> list[str]:
     m, d, problems = cfg.model, cfg.dataset, []
-    if d.seq_length is not None and d.seq_length != m.seq_length:
+    if d.seq_length is not None and d.seq_length != m.seq_length and not isinstance(m, T5ModelProvider):
         problems.append(f"--model.seq_length ({m.seq_length}) != --dataset.seq_length ({d.seq_length})")
     if d.data_path and (d.train_data_path or d.valid_data_path or d.test_data_path):
         problems.append("set either --dataset.data_path or --dataset.{train,valid,test}_data_path, not both")
@@ -190,4 +206,6 @@ def collect_problems(cfg, world_size: int) -> list[str]:
         + check_data(cfg)
         + check_precision(cfg)
         + check_features(cfg)
+        + check_t5(cfg)
+        + check_moe(cfg, world_size)
     )

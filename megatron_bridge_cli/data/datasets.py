@@ -1,7 +1,8 @@
 """Train/validation/test datasets and the per-rank iterators the training loop pulls from.
 
 Datasets are megatron-core's: ``GPTDataset`` over indexed ``.bin/.idx`` files (blended and
-split), or ``MockGPTDataset`` when no data path is given (``blend=None`` selects it in 0.16).
+split), or ``MockGPTDataset`` when no data path is given (``blend=None`` selects it in 0.16);
+for ``--dataset=t5`` its T5 span-corruption dataset (data/t5_data.py).
 Sizes follow Megatron-LM: the training split holds exactly ``total_iters x global_batch_size``
 samples; validation ``(total_iters // eval_interval + 1) x eval_iters x eval_global_batch`` and
 test ``eval_iters x eval_global_batch``.
@@ -58,29 +59,46 @@ def check_data_paths(cfg) -> None:
 
 def _check_split_not_empty(cfg) -> None:
     """A split that gets no whole document of a prefix makes megatron-core's GPTDataset loop
-    forever (its epoch count never reaches the requested tokens): refuse it up front."""
+    forever (its epoch count never reaches the requested tokens): refuse it up front. T5's
+    sample mapping loops the same way over documents it cannot use (data/t5_data.py)."""
     from megatron.core.datasets.blended_megatron_dataset_config import parse_and_normalize_split
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
+    from megatron_bridge_cli.config.data import T5DatasetConfig
+
     d, t = cfg.dataset, cfg.train
-    blend = split_blend(d.data_path)
-    if not blend:
-        return
-    weights = parse_and_normalize_split(d.split)
-    bounds, acc = [], 0.0
-    for w in weights:
-        bounds.append((acc, acc + w))
-        acc += w
+    t5 = isinstance(d, T5DatasetConfig)
+    if t5:
+        from megatron_bridge_cli.data.t5_data import usable_documents
     needed = [True, t.eval_iters > 0, t.eval_iters > 0]
     names = ["training", "validation", "test"]
-    for prefix in blend[0]:
-        docs = len(IndexedDataset(prefix, mmap=True).document_indices) - 1
-        for i, (lo, hi) in enumerate(bounds[:3]):
-            if needed[i] and int(round(hi * docs)) - int(round(lo * docs)) < 1:
-                raise ConfigError(
-                    f"--dataset.split={d.split!r} leaves the {names[i]} split of {prefix} ({docs} documents) "
-                    f"without a document; give it a larger share (e.g. --dataset.split=90,5,5) or more documents"
-                )
+    what = "document T5 can sample from (one sentence, or sentences of at most 512 tokens)" if t5 else "document"
+    blend = split_blend(d.data_path)
+    ranges = []  # (flag, prefix, split index or None for the whole file, (lo, hi))
+    if blend:
+        weights = parse_and_normalize_split(d.split)
+        acc = 0.0
+        for i, w in enumerate(weights[:3]):
+            ranges += [("data_path", prefix, i, (acc, acc + w)) for prefix in blend[0] if needed[i] and w > 0]
+            acc += w
+    elif t5:
+        for i, flag in enumerate(("train_data_path", "valid_data_path", "test_data_path")):
+            per = split_blend(getattr(d, flag))
+            ranges += [(flag, prefix, None, (0.0, 1.0)) for prefix in (per[0] if per and needed[i] else [])]
+    for flag, prefix, i, (lo, hi) in ranges:
+        indexed = IndexedDataset(prefix, mmap=True)
+        docs = len(indexed.document_indices) - 1
+        first, last = int(round(lo * docs)), int(round(hi * docs))
+        usable = int(usable_documents(indexed)[first:last].sum()) if t5 else last - first
+        if usable >= 1:
+            continue
+        if i is None:
+            raise ConfigError(f"--dataset.{flag}: {prefix} ({docs} documents) has no {what}; "
+                              "preprocess it with scripts/preprocess_data.py --split-sentences")
+        raise ConfigError(
+            f"--dataset.split={d.split!r} leaves the {names[i]} split of {prefix} ({docs} documents) "
+            f"without a {what}; give it a larger share (e.g. --dataset.split=90,5,5) or more documents"
+        )
 
 
 def dataset_sizes(cfg) -> list[int]:
@@ -94,20 +112,27 @@ def dataset_sizes(cfg) -> list[int]:
     return [train, (evals + 1) * t.eval_iters * eval_gbs, t.eval_iters * eval_gbs]
 
 
-def _megatron_dataset_config(cfg, tokenizer):
-    from megatron.core.datasets.gpt_dataset import GPTDatasetConfig as McoreGPTDatasetConfig
-
-    d = cfg.dataset
+def _blends(d) -> dict:
+    """blend / blend_per_split / split as megatron-core takes them (both blends None: mock data)."""
     per_split = None
     if d.train_data_path or d.valid_data_path or d.test_data_path:
         per_split = [split_blend(d.train_data_path), split_blend(d.valid_data_path), split_blend(d.test_data_path)]
     mock = d.uses_mock_data()
-    return McoreGPTDatasetConfig(
-        random_seed=d.random_seed,
-        sequence_length=d.sequence_length,
+    return dict(
         blend=None if mock else split_blend(d.data_path),
         blend_per_split=None if mock else per_split,
         split=d.split if (mock or per_split is None) else None,
+    )
+
+
+def _megatron_dataset_config(cfg, tokenizer):
+    from megatron.core.datasets.gpt_dataset import GPTDatasetConfig as McoreGPTDatasetConfig
+
+    d = cfg.dataset
+    return McoreGPTDatasetConfig(
+        random_seed=d.random_seed,
+        sequence_length=d.sequence_length,
+        **_blends(d),
         path_to_cache=d.path_to_cache,
         mmap_bin_files=d.mmap_bin_files,
         tokenizer=tokenizer,
@@ -124,8 +149,18 @@ def build_datasets(cfg, tokenizer, needs_data: bool):
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
     from megatron.core.datasets.gpt_dataset import GPTDataset, MockGPTDataset
 
-    config = _megatron_dataset_config(cfg, tokenizer)
-    cls = MockGPTDataset if config.mock else GPTDataset
+    from megatron_bridge_cli.config.data import T5DatasetConfig
+
+    if isinstance(cfg.dataset, T5DatasetConfig):
+        from megatron_bridge_cli.data.t5_data import t5_dataset_class, t5_dataset_config
+        from megatron_bridge_cli.data.tokenizers import with_sentinels
+
+        tokenizer = with_sentinels(tokenizer, cfg.tokenizer, cfg.model.vocab_size)
+        config = t5_dataset_config(cfg, tokenizer, **_blends(cfg.dataset))
+        cls = t5_dataset_class(config)
+    else:
+        config = _megatron_dataset_config(cfg, tokenizer)
+        cls = MockGPTDataset if config.mock else GPTDataset
     sizes = dataset_sizes(cfg)
     return BlendedMegatronDatasetBuilder(cls, sizes, lambda: needs_data, config).build()
 

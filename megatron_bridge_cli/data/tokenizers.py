@@ -19,7 +19,7 @@ from megatron_bridge_cli.errors import ConfigError
 # exactly this interface in 0.16, so the warning says nothing the user can act on.
 logging.getLogger("megatron.core.datasets.megatron_tokenizer").setLevel(logging.ERROR)
 
-__all__ = ["ByteLevelTokenizer", "NullTokenizer", "HuggingFaceTokenizer", "build_tokenizer"]
+__all__ = ["ByteLevelTokenizer", "NullTokenizer", "HuggingFaceTokenizer", "build_tokenizer", "with_sentinels"]
 
 
 class ByteLevelTokenizer(MegatronLegacyTokenizer):
@@ -117,19 +117,55 @@ class HuggingFaceTokenizer(MegatronLegacyTokenizer):
     def eod(self) -> int:
         return self._tok.eos_token_id
 
+    def special_token_ids(self) -> dict:
+        """The special ids this tokenizer has of its own (T5 span corruption reuses them):
+        ``bos``, ``eos``, ``mask``, ``cls``, ``sep`` where set, and ``sentinels`` (its
+        additional special tokens, e.g. t5-base's <extra_id_0..99>)."""
+        t = self._tok
+        ids = {name: getattr(t, f"{name}_token_id", None) for name in ("bos", "eos", "mask", "cls", "sep")}
+        ids = {k: v for k, v in ids.items() if v is not None}
+        sentinels = getattr(t, "additional_special_tokens_ids", None)
+        if sentinels:
+            ids["sentinels"] = list(sentinels)
+        return ids
+
 
 def build_tokenizer(cfg: TokenizerConfig, model_vocab_size: Optional[int] = None) -> MegatronLegacyTokenizer:
-    """The tokenizer ``cfg`` names. NullTokenizer takes its size from the model when unset."""
+    """The tokenizer ``cfg`` names. NullTokenizer takes its size from the model when unset
+    (leaving room for the T5 special tokens). With ``--tokenizer.vocab_extra_ids`` it carries
+    T5's sentinels (data/sentinels.py)."""
     if cfg.tokenizer_type == "ByteLevelTokenizer":
-        return ByteLevelTokenizer()
-    if cfg.tokenizer_type == "NullTokenizer":
-        ids = cfg.vocab_size if cfg.vocab_size is not None else (model_vocab_size or 0) - 1
+        base = ByteLevelTokenizer()
+    elif cfg.tokenizer_type == "NullTokenizer":
+        ids = cfg.vocab_size if cfg.vocab_size is not None else (model_vocab_size or 0) - 1 - cfg.added_tokens()
         if ids < 1:
             raise ConfigError("NullTokenizer needs --tokenizer.vocab_size or --model.vocab_size")
-        return NullTokenizer(ids)
-    if not cfg.tokenizer_model:
+        base = NullTokenizer(ids)
+    elif not cfg.tokenizer_model:
         raise ConfigError("--tokenizer.tokenizer_type=HuggingFaceTokenizer needs --tokenizer.tokenizer_model")
-    return HuggingFaceTokenizer(cfg.tokenizer_model, cfg.trust_remote_code)
+    else:
+        base = HuggingFaceTokenizer(cfg.tokenizer_model, cfg.trust_remote_code)
+    return with_sentinels(base, cfg, model_vocab_size) if cfg.vocab_extra_ids > 0 else base
+
+
+def with_sentinels(tokenizer: MegatronLegacyTokenizer, cfg: TokenizerConfig,
+                   model_vocab_size: Optional[int]) -> MegatronLegacyTokenizer:
+    """``tokenizer`` with T5's special tokens (unchanged if it has them already); refuses a
+    model whose embedding has no row for some of them."""
+    from megatron_bridge_cli.data.sentinels import SentinelTokenizer
+
+    if not isinstance(tokenizer, SentinelTokenizer):
+        tokenizer = SentinelTokenizer(tokenizer, cfg.vocab_extra_ids)
+    if not tokenizer.additional_special_tokens_ids:
+        raise ConfigError(f"T5 span corruption needs sentinel tokens, and --tokenizer.tokenizer_type={cfg.tokenizer_type} "
+                          "has none of its own: set --tokenizer.vocab_extra_ids (T5 uses 100)")
+    if model_vocab_size is not None and tokenizer.vocab_size > model_vocab_size:
+        raise ConfigError(
+            f"--model.vocab_size ({model_vocab_size}) is smaller than the vocabulary of --tokenizer.tokenizer_type="
+            f"{cfg.tokenizer_type} with T5's special tokens ({tokenizer.vocab_size}, --tokenizer.vocab_extra_ids="
+            f"{cfg.vocab_extra_ids}); raise it or leave it unset"
+        )
+    return tokenizer
 
 
 def token_dtype(vocab_size: int):

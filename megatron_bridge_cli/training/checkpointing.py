@@ -14,7 +14,8 @@ stages), optimizer (the distributed optimizer as ``dp_reshardable``), scheduler,
 of each (pipeline, tensor) rank, and the data position (consumed samples). Tensors are sharded
 with their global shapes, so a checkpoint loads under another TP/PP/DP layout; the distributed
 optimizer's ``dp_reshardable`` state only under another DP size (load with
-``--checkpoint.load_optim=false`` to change TP/PP then). RNG states load only under the same
+``--checkpoint.load_optim=false`` to change TP/PP/EP then); the other optimizers' state under
+another expert-parallel size too (training/optim_layout.py). RNG states load only under the same
 TP/PP layout (like Megatron-LM), since they belong to ranks.
 """
 
@@ -30,7 +31,9 @@ from typing import Optional
 import numpy
 import torch
 
+from megatron_bridge_cli.training.metrics import emit_line
 from megatron_bridge_cli.errors import ConfigError
+from megatron_bridge_cli.training.optim_layout import adopt_own_commons, optimizer_count, own_commons, saved_step
 from megatron_bridge_cli.training.setup import Built, TrainingState, on_cpu, unwrap
 
 __all__ = ["TRACKER", "checkpoint_dir_to_load", "check_load_paths", "save_checkpoint", "load_checkpoint",
@@ -140,6 +143,7 @@ def _layout(cfg) -> dict:
         "pipeline_model_parallel_size": m.pipeline_model_parallel_size,
         "virtual_pipeline_model_parallel_size": m.virtual_pipeline_model_parallel_size,
         "data_parallel_size": cfg.train.data_parallel_size,
+        "expert_model_parallel_size": getattr(m, "expert_model_parallel_size", 1),
     }
 
 
@@ -203,7 +207,7 @@ class Checkpointer:
         sd["train_state"] = asdict(built.state)
         sd["checkpoint_meta"] = {
             "format_version": FORMAT_VERSION, "layout": _layout(cfg),
-            "has_optimizer": ck.save_optim, "has_rng": ck.save_rng,
+            "has_optimizer": ck.save_optim, "has_rng": ck.save_rng, "optimizers": optimizer_count(built.optimizer),
             "optimizer_metadata": _optim_metadata(cfg),
         }
         finish = lambda: self._commit(tmp, final, it)  # noqa: E731
@@ -288,16 +292,21 @@ def load_checkpoint(cfg, built: Built) -> Optional[str]:
         saved.get(k) == _layout(cfg)[k] for k in ("tensor_model_parallel_size", "pipeline_model_parallel_size")
     )
     load_optim = ck.load_optim and not model_only and meta.get("has_optimizer", True)
-    if load_optim and cfg.optimizer.use_distributed_optimizer and not same_tp_pp:
+    same_ep = saved.get("expert_model_parallel_size", 1) == _layout(cfg)["expert_model_parallel_size"]
+    if load_optim and cfg.optimizer.use_distributed_optimizer and not (same_tp_pp and same_ep):
         raise RuntimeError(
             f"{path} was saved with TP={saved.get('tensor_model_parallel_size')}, "
-            f"PP={saved.get('pipeline_model_parallel_size')}; the distributed optimizer's state reshards only "
-            f"across data-parallel sizes. Load with --checkpoint.load_optim=false to change TP/PP."
+            f"PP={saved.get('pipeline_model_parallel_size')}, EP={saved.get('expert_model_parallel_size', 1)}; "
+            f"the distributed optimizer's state reshards only across data-parallel sizes. Load with "
+            f"--checkpoint.load_optim=false to change TP/PP/EP."
         )
     load_rng = ck.load_rng and not model_only and meta.get("has_rng", True) and same_tp_pp
     if ck.load_rng and not model_only and not same_tp_pp:
         _rank0_print("note: the checkpoint's TP/PP layout differs from this run's: RNG states not restored")
     sd = _sharded_state_dict(cfg, built, optim=load_optim, rng=load_rng, is_loading=True)
+    # Saved with another number of sub-optimizers (EP > 1 <-> EP = 1): see optim_layout.py.
+    regroup = load_optim and meta.get("optimizers", optimizer_count(built.optimizer)) != optimizer_count(built.optimizer)
+    commons = own_commons(sd["optimizer"]) if regroup else None
     strategy = None
     if ck.fully_parallel_load and ps.get_data_parallel_world_size(with_context_parallel=True) > 1:
         strategy = FullyParallelLoadStrategyWrapper(
@@ -307,6 +316,8 @@ def load_checkpoint(cfg, built: Built) -> Optional[str]:
     for key, chunk in zip(_model_keys(built.model), built.model):
         chunk.load_state_dict(loaded[key], strict=True)
     if load_optim:
+        if regroup:
+            loaded["optimizer"] = adopt_own_commons(loaded["optimizer"], commons, saved_step(common.get("optimizer")))
         built.optimizer.load_state_dict(loaded["optimizer"])
     else:
         built.optimizer.reload_model_params()  # main (fp32) params from the loaded weights
@@ -323,4 +334,4 @@ def load_checkpoint(cfg, built: Built) -> Optional[str]:
 
 def _rank0_print(msg: str) -> None:
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
-        print(msg, flush=True)
+        emit_line(msg)

@@ -23,8 +23,9 @@ import torch
 
 from megatron_bridge_cli.training.checkpointing import Checkpointer
 from megatron_bridge_cli.training.metrics import (
-    Reporter, eval_log_line, num_floating_point_operations, peak_memory_mb, training_log_line,
+    Reporter, emit_line, eval_log_line, num_floating_point_operations, peak_memory_mb, training_log_line,
 )
+from megatron_bridge_cli.training.moe_losses import reduce_moe_losses
 from megatron_bridge_cli.training.setup import Built, on_cpu, unwrap
 
 __all__ = ["train", "evaluate", "ExitSignal"]
@@ -96,17 +97,30 @@ def _reduce_losses(losses_reduced: list) -> Optional[float]:
 
 
 # --------------------------------------------------------------------------- train / eval steps
+def _step_for(cfg):
+    """The model kind's forward step and the (encoder, decoder) lengths the schedule is told."""
+    from megatron_bridge_cli.config.models import T5ModelProvider
+
+    d = cfg.dataset
+    if isinstance(cfg.model, T5ModelProvider):  # validation pairs it with --dataset=t5
+        from megatron_bridge_cli.training.t5_step import forward_step as t5_forward_step
+
+        return t5_forward_step, d.sequence_length, d.decoder_sequence_length
+    return forward_step, d.sequence_length, d.sequence_length
+
+
 def _run_schedule(cfg, built: Built, iterators: list, forward_backward, num_microbatches: int,
                   micro_batch_size: int, forward_only: bool):
     """One pass of megatron-core's pipeline schedule over ``num_microbatches`` micro-batches."""
+    step, seq_length, decoder_seq_length = _step_for(cfg)
     return forward_backward(
-        forward_step_func=forward_step,
+        forward_step_func=step,
         data_iterator=iterators if len(iterators) > 1 else iterators[0],  # one per model chunk
         model=built.model,
         num_microbatches=num_microbatches,
-        seq_length=cfg.dataset.sequence_length,
+        seq_length=seq_length,
         micro_batch_size=micro_batch_size,
-        decoder_seq_length=cfg.dataset.sequence_length,
+        decoder_seq_length=decoder_seq_length,
         forward_only=forward_only,
     )
 
@@ -193,6 +207,7 @@ def train(cfg, built: Built, data, reporter: Reporter, checkpointer: Checkpointe
     try:
         while st.iteration < t.total_iters and not t.skip_train:
             loss, ok, grad_norm = train_step(cfg, built, data.train, forward_backward)
+            aux_losses = reduce_moe_losses(cfg)  # MoE router losses (collective; {} when dense)
             st.iteration += 1
             st.consumed_train_samples += t.global_batch_size
             st.skipped_iterations += 0 if ok else 1
@@ -215,6 +230,7 @@ def train(cfg, built: Built, data, reporter: Reporter, checkpointer: Checkpointe
                     }
                     if loss is not None:
                         values["lm loss"] = loss
+                        values.update(aux_losses)
                     if grad_norm is not None:
                         values["grad-norm"] = grad_norm
                     if lg.log_memory:
@@ -226,7 +242,7 @@ def train(cfg, built: Built, data, reporter: Reporter, checkpointer: Checkpointe
                         iter_ms=iter_s * 1000,
                         tokens_per_s=tokens_per_iter / iter_s if lg.log_throughput else None,
                         tflops_per_gpu=flops_per_iter / (iter_s * world * 1e12) if lg.log_throughput else None,
-                        lr=lr, global_batch=t.global_batch_size, loss=loss, loss_scale=scale,
+                        lr=lr, global_batch=t.global_batch_size, loss=loss, aux_losses=aux_losses, loss_scale=scale,
                         grad_norm=grad_norm, skipped=st.skipped_iterations, nan=st.nan_iterations,
                     ))
                     if lg.log_memory and not reported_memory:
@@ -281,4 +297,4 @@ def train(cfg, built: Built, data, reporter: Reporter, checkpointer: Checkpointe
 
 def print_rank0(msg: str) -> None:
     if torch.distributed.get_rank() == 0:
-        print(msg, flush=True)
+        emit_line(msg)

@@ -39,12 +39,13 @@ def num_floating_point_operations(cfg, batch_size: int) -> float:
     m = cfg.model
     groups = m.num_query_groups or m.num_attention_heads
     ffn = m.ffn_hidden_size or 4 * m.hidden_size
-    experts = m.moe_router_topk if m.num_moe_experts else 1
+    if m.num_moe_experts:  # a token passes k routed experts of their own width and the shared expert
+        ffn = m.moe_router_topk * (m.moe_ffn_hidden_size or ffn) + (m.moe_shared_expert_intermediate_size or 0)
     gated = 1.5 if m.gated_linear_unit else 1.0
     h, seq, layers = m.hidden_size, m.seq_length, m.num_layers
     return (
         12 * batch_size * seq * layers * h * h
-        * (1 + ffn / h * experts * gated + groups / m.num_attention_heads + seq / h
+        * (1 + ffn / h * gated + groups / m.num_attention_heads + seq / h
            + m.resolved_vocab_size() / (2 * layers * h))
     )
 
@@ -64,8 +65,10 @@ def peak_memory_mb() -> dict:
 def training_log_line(*, iteration: int, total_iters: int, consumed: int, iter_ms: float,
                       tokens_per_s: Optional[float], tflops_per_gpu: Optional[float], lr: float,
                       global_batch: int, loss: Optional[float], loss_scale: float,
-                      grad_norm: Optional[float], skipped: int, nan: int) -> str:
-    """One Megatron-LM training line."""
+                      grad_norm: Optional[float], skipped: int, nan: int,
+                      aux_losses: Optional[dict] = None) -> str:
+    """One Megatron-LM training line. ``aux_losses`` (MoE router losses by name) follow the LM
+    loss, as Megatron-LM prints them (``load_balancing_loss: 1.000E+00 |``)."""
     parts = [
         f"iteration {iteration:8d}/{total_iters:8d}",
         f"consumed samples: {consumed}",
@@ -78,6 +81,7 @@ def training_log_line(*, iteration: int, total_iters: int, consumed: int, iter_m
     parts += [f"learning rate: {lr:.6E}", f"global batch size: {global_batch:5d}"]
     if loss is not None:
         parts.append(f"lm loss: {loss:.6E}")
+        parts += [f"{name}: {value:.6E}" for name, value in (aux_losses or {}).items()]
     parts.append(f"loss scale: {loss_scale:.1f}")
     if grad_norm is not None:
         parts.append(f"grad norm: {grad_norm:.3f}")
@@ -90,6 +94,18 @@ def eval_log_line(prefix: str, loss: float) -> str:
     ppl = math.exp(min(20.0, loss))
     return f"validation loss at {prefix} | lm loss value: {loss:.6E} | lm loss PPL: {ppl:.6E} |"
 
+
+
+def emit_line(line: str) -> None:
+    """Write one log line with a single write() call and flush it.
+
+    print() writes the text and the newline separately; with several ranks sharing a pipe and
+    unbuffered output (PYTHONUNBUFFERED, python -u), another rank's line can land between the
+    two, splitting a log line that job scripts and tests parse. One write of under PIPE_BUF
+    bytes is atomic on a pipe.
+    """
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 class Reporter:
     """Console + optional TensorBoard and W&B writers, all on the reporting rank."""
@@ -115,8 +131,9 @@ class Reporter:
             )
 
     def print(self, line: str) -> None:
+        """One log line, written whole (see emit_line)."""
         if self.active:
-            print(line, flush=True)
+            emit_line(line)
 
     def scalars(self, values: dict, step: int) -> None:
         if not self.active:

@@ -15,3 +15,15 @@ def stdlib_data(tmp_path_factory):
     files = stdlib_text_files(400_000)
     write_indexed_dataset(iter_documents(files), ByteLevelTokenizer(), prefix)
     return str(prefix)
+
+
+@pytest.fixture(scope="session")
+def stdlib_sentences(tmp_path_factory):
+    """The same text split into sentences (lines), as T5's span-corruption dataset reads it."""
+    from megatron_bridge_cli.data.preprocess import iter_documents, stdlib_text_files, write_indexed_dataset
+    from megatron_bridge_cli.data.tokenizers import ByteLevelTokenizer
+
+    prefix = tmp_path_factory.mktemp("data") / "stdlib_sentences"
+    files = stdlib_text_files(400_000)
+    write_indexed_dataset(iter_documents(files), ByteLevelTokenizer(), prefix, sentences=True)
+    return str(prefix)

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from megatron_bridge_cli.training.param_count import count_parameters
-from tests.integration.param_count_worker import small_gpt
+from tests.integration.param_count_worker import parse, small_gpt
 from tests.parallel import free_port
 
 WORKER = Path(__file__).with_name("param_count_worker.py")
 ROOT = Path(__file__).resolve().parents[2]
-LAYOUTS = ["2,1,untied", "2,1,tied", "1,2,tied", "1,2,untied"]
+LAYOUTS = ["2,1,untied", "2,1,tied", "1,2,tied", "1,2,untied", "1,1,untied,2", "2,1,tied,2"]  # ,2: MoE at EP=2
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +29,13 @@ def built_counts():
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_per_gpu_count_matches_built_shards(built_counts, layout):
-    tp, pp, tied = layout.split(",")
-    figures = count_parameters(small_gpt(int(tp), int(pp), tied == "tied"))
+    tp, pp, tied, ep = parse(layout)
+    figures = count_parameters(small_gpt(tp, pp, tied, ep))
     counts = built_counts[layout]
     assert figures.per_gpu_max == max(counts)
-    if pp == "2":
+    if ep:  # each rank holds 2 of the 4 experts of every layer
+        assert figures.per_gpu_experts == figures.routed_experts // 2
+    if pp == 2:
         # stages hold disjoint parts, except that a tied embedding's last stage keeps a copy
-        tied_copy = 384 * 64 if tied == "tied" else 0  # padded vocab x hidden
+        tied_copy = 384 * 64 if tied else 0  # padded vocab x hidden
         assert sum(counts) == figures.total + tied_copy

@@ -60,7 +60,7 @@ SMALL = [
      "--no-model.gated_linear_unit", "--model.activation_func=gelu"],
     ["--model=t5", "--model.num_layers=2", "--model.encoder_num_layers=3", "--model.hidden_size=64",
      "--model.num_attention_heads=4", "--model.layer_spec=local", "--model.seq_length=64",
-     "--model.position_embedding_type=learned_absolute"],
+     "--model.position_embedding_type=learned_absolute", "--dataset=t5", "--tokenizer.vocab_extra_ids=16"],
 ]
 
 

@@ -126,6 +126,60 @@ def test_a_new_thread_must_apply_again() -> None:
     assert seen == ["error", "cpu"]
 
 
+def test_streams_and_events_are_synchronous_stand_ins() -> None:
+    """megatron-core's MoE alltoall dispatcher makes a side stream and waits on an event."""
+    apply_cpu_compat()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        moved = torch.ones(2, device="cuda").to(torch.device("cpu"), non_blocking=True)
+    event = side.record_event()
+    event.synchronize()
+    assert event.query() and moved.tolist() == [1.0, 1.0]
+    assert torch.cuda.current_stream() is torch.cuda.default_stream() and isinstance(torch.cuda.Event(), object)
+
+
+class _AllocatesOnTheDeviceInBackward(torch.autograd.Function):
+    """Like megatron-core's tensor_parallel.mappings._AllToAll, whose backward allocates on
+    torch.cuda.current_device()."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        out = grad.new_empty(size=list(grad.shape), dtype=grad.dtype, device=torch.cuda.current_device())
+        return out.copy_(grad) * 2
+
+
+@pytest.mark.parametrize("how", ["tensor.backward", "autograd.backward", "with grad_tensors"])
+def test_backward_passes_run_inside_the_layer(how) -> None:
+    """torch pops a mode while its __torch_function__ runs; backward() must not leave it."""
+    apply_cpu_compat()
+    x = torch.ones(3, requires_grad=True)
+    out = _AllocatesOnTheDeviceInBackward.apply(x)
+    if how == "tensor.backward":
+        out.sum().backward()
+    elif how == "autograd.backward":
+        torch.autograd.backward(out.sum())
+    else:
+        torch.autograd.backward(out, grad_tensors=torch.full((3,), 0.5))
+    assert x.grad.tolist() == ([1.0] * 3 if how == "with grad_tensors" else [2.0] * 3)
+
+
+def test_moe_split_sizes_come_back_as_numpy() -> None:
+    """The alltoall dispatcher hands its host copies to all_to_all_single(output_split_sizes=...)."""
+    from megatron.core.transformer.moe import moe_utils, token_dispatcher
+
+    apply_cpu_compat()
+    splits = torch.tensor([3, 1], device="cuda")
+    assert token_dispatcher.maybe_move_tensor_to_cpu is moe_utils.maybe_move_tensor_to_cpu
+    assert moe_utils.maybe_move_tensor_to_cpu(splits, as_numpy=True).tolist() == [3, 1]
+    assert type(moe_utils.maybe_move_tensor_to_cpu(splits, as_numpy=True)).__module__ == "numpy"
+    assert moe_utils.maybe_move_tensor_to_cpu(splits) is splits
+
+
 def test_rng_tracker_forks_the_cpu_generator(megatron_single_process, caplog) -> None:
     from megatron.core.tensor_parallel.random import (
         get_cuda_rng_tracker,

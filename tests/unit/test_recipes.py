@@ -27,7 +27,8 @@ MAMBA_READY = not mamba_missing_packages()
 FITS_IN_MEMORY = 300_000_000  # build the whole model for real below this many parameters
 SHIPPED = [
     "gpt_cpu_tiny", "gpt3_126m", "gpt3_175b", "llama2_7b", "llama3_8b", "llama3_70b",
-    "llama31_405b", "mistral_7b", "qwen25_7b", "qwen3_8b", "t5_220m", "mamba2_130m",
+    "llama31_405b", "mistral_7b", "qwen25_7b", "qwen3_8b", "mixtral_8x7b", "qwen3_30b_a3b", "t5_220m",
+    "mamba2_130m",
 ]
 
 

@@ -8,6 +8,8 @@ mapped to megatron-core provider fields here. Published parameter totals are che
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch.nn.functional as F
 
@@ -45,6 +47,23 @@ HF_CONFIGS = {
                      num_hidden_layers=36, hidden_size=4096, intermediate_size=12288, num_attention_heads=32,
                      num_key_value_heads=8, head_dim=128, vocab_size=151936, rope_theta=1000000.0,
                      qk_norm=True),
+    # huggingface.co/mistralai/Mixtral-8x7B-v0.1/blob/main/config.json (sliding_window: null)
+    "mixtral_8x7b": dict(_LLAMA_COMMON, num_hidden_layers=32, hidden_size=4096, intermediate_size=14336,
+                         num_attention_heads=32, num_key_value_heads=8, vocab_size=32000, rope_theta=1000000.0),
+    # huggingface.co/Qwen/Qwen3-30B-A3B/blob/main/config.json (intermediate_size is the unused dense width:
+    # decoder_sparse_step 1 and mlp_only_layers [] make every layer MoE)
+    "qwen3_30b_a3b": dict(hidden_act="silu", rms_norm_eps=1e-6, attention_bias=False, tie_word_embeddings=False,
+                          num_hidden_layers=48, hidden_size=2048, intermediate_size=6144, num_attention_heads=32,
+                          num_key_value_heads=4, head_dim=128, vocab_size=151936, rope_theta=1000000.0,
+                          qk_norm=True),
+}
+
+# The mixture-of-experts keys of the same config.json files.
+HF_MOE = {
+    "mixtral_8x7b": dict(num_local_experts=8, num_experts_per_tok=2, moe_intermediate_size=14336,
+                         router_aux_loss_coef=0.02, shared_expert_intermediate_size=None),
+    "qwen3_30b_a3b": dict(num_local_experts=128, num_experts_per_tok=8, moe_intermediate_size=768,
+                          router_aux_loss_coef=0.001, shared_expert_intermediate_size=None, norm_topk_prob=True),
 }
 
 # GPT-3: Brown et al. 2020, Table 2.1 (n_layers, d_model, n_heads, d_head; n_ctx 2048) and
@@ -74,7 +93,15 @@ RELEASED_TOTALS = {
     "mistral_7b": 7_248_023_552,
     "qwen25_7b": 7_615_616_512,
     "qwen3_8b": 8_190_735_360,
+    "mixtral_8x7b": 46_702_792_704,
+    # Qwen3-30B-A3B from its config.json shapes: embedding and output layer 2 x 151,936 x 2048; per
+    # layer q/o 2 x 2048 x 4096, k/v 2 x 2048 x 512, q/k norms 2 x 128, 2 RMSNorms 2 x 2048,
+    # router 128 x 2048, experts 128 x 3 x 2048 x 768; final norm 2048 (model card: 30.5B).
+    "qwen3_30b_a3b": 30_532_122_624,
 }
+# Parameters a token passes through (top-k of the routed experts, plus everything else):
+# Mixtral's announcement says 12.9B, Qwen3-30B-A3B's model card 3.3B.
+RELEASED_ACTIVE = {"mixtral_8x7b": (12_879_925_248, 12.9e9), "qwen3_30b_a3b": (3_353_032_704, 3.3e9)}
 T5_BASE_RELEASED = 222_903_552  # google-t5/t5-base (model card: 223M; the T5 paper: "~220 million")
 GPT3_PAPER = {"gpt3_126m": 125e6, "gpt3_175b": 175.0e9}  # Table 2.1, rounded by the paper
 MAMBA2_130M_TOTAL = 128_989_632  # the shapes of state-spaces/mamba2-130m (see recipes/mamba.py)
@@ -154,9 +181,35 @@ def mamba2_parameters(d_model, n_layer, vocab, d_state, headdim, ngroups, expand
     return n_layer * per_layer + vocab * d_model + d_model  # + embedding (tied) + final norm
 
 
-def dry_run_total(name: str) -> int:
+@functools.lru_cache(maxsize=None)  # a 128-expert model takes ~3 s to build on the meta device
+def dry_run_count(name: str):
     fn = RECIPES[name]
-    return count_parameters(finalize(fn(), fn.documented_world_size).model).total
+    return count_parameters(finalize(fn(), fn.documented_world_size).model)
+
+
+def dry_run_total(name: str) -> int:
+    return dry_run_count(name).total
+
+
+@pytest.mark.parametrize("name", sorted(HF_MOE))
+def test_moe_matches_its_hf_config(name):
+    ref, m = HF_MOE[name], model_of(name)
+    assert (m.num_moe_experts, m.moe_router_topk) == (ref["num_local_experts"], ref["num_experts_per_tok"])
+    assert m.moe_ffn_hidden_size == ref["moe_intermediate_size"]
+    assert m.moe_shared_expert_intermediate_size == ref["shared_expert_intermediate_size"]
+    assert m.moe_router_load_balancing_type == "aux_loss" and m.moe_aux_loss_coeff == ref["router_aux_loss_coef"]
+    # Both renormalize the top-k softmax weights (Mixtral by construction, Qwen3 by norm_topk_prob):
+    # megatron-core's softmax over the top-k logits.
+    assert m.moe_router_score_function == "softmax" and not m.moe_router_pre_softmax
+    assert m.moe_layer_freq == 1 and m.moe_expert_capacity_factor is None  # every layer, dropless
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED_ACTIVE))
+def test_dry_run_active_count_equals_the_released_model(name):
+    exact, published = RELEASED_ACTIVE[name]
+    count = dry_run_count(name)
+    assert count.active == exact
+    assert abs(count.active - published) / published < 0.02  # the published figure is rounded (3.35B -> "3.3B")
 
 
 @pytest.mark.parametrize("name", sorted(RELEASED_TOTALS))

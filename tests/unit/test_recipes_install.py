@@ -38,7 +38,7 @@ CHECK = textwrap.dedent(
     target = sys.argv[1]
     assert megatron_bridge_cli.__file__.startswith(target), megatron_bridge_cli.__file__
     assert recipes.__file__.startswith(target), recipes.__file__
-    assert len(recipes.RECIPES) == 12, sorted(recipes.RECIPES)
+    assert len(recipes.RECIPES) == 14, sorted(recipes.RECIPES)
     for name, fn in recipes.RECIPES.items():
         fn()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
+from megatron_bridge_cli.config.models.moe import patch_router_without_te
 from megatron_bridge_cli.config.models.provider import ModelProviderBase
 
 __all__ = ["GPTModelProvider"]
@@ -41,8 +42,9 @@ class GPTModelProvider(ModelProviderBase):
     parallel_output: bool = True
     """Keep logits split across tensor-parallel ranks (the loss handles the split)."""
 
-    def layer_spec_module(self):
-        """The megatron-core ModuleSpec for one transformer layer."""
+    def layer_spec_module(self, vp_stage: Optional[int] = None):
+        """The megatron-core ModuleSpec for one transformer layer, or, for MoE models, the block
+        spec of this pipeline stage's layers (MoE or dense, as ``moe_layer_freq`` says)."""
         from megatron.core.models.gpt import gpt_layer_specs
 
         kwargs = dict(
@@ -50,6 +52,12 @@ class GPTModelProvider(ModelProviderBase):
             moe_grouped_gemm=self.moe_grouped_gemm,
             qk_layernorm=self.qk_layernorm,
         )
+        if self.num_moe_experts:
+            patch_router_without_te()
+            return gpt_layer_specs.get_gpt_decoder_block_spec(
+                self, use_transformer_engine=self.use_transformer_engine(), normalization=self.normalization,
+                vp_stage=vp_stage,
+            )
         if self.use_transformer_engine():
             return gpt_layer_specs.get_gpt_layer_with_transformer_engine_spec(**kwargs)
         return gpt_layer_specs.get_gpt_layer_local_spec(normalization=self.normalization, **kwargs)
@@ -72,7 +80,7 @@ class GPTModelProvider(ModelProviderBase):
             post_process = parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage)
         return GPTModel(
             config=self,
-            transformer_layer_spec=self.layer_spec_module(),
+            transformer_layer_spec=self.layer_spec_module(vp_stage),
             vocab_size=self.resolved_vocab_size(),
             max_sequence_length=self.seq_length,
             pre_process=pre_process,
