@@ -147,6 +147,13 @@ def _layout(cfg) -> dict:
     }
 
 
+def _fused_adam_available() -> bool:
+    """Whether megatron-core's optimizer uses Apex/TE's fused Adam (its well-trodden load path)."""
+    from megatron.core.optimizer import distrib_optimizer
+
+    return bool(getattr(distrib_optimizer, "HAVE_APEX_OR_TE", False))
+
+
 def _sharded_state_dict(cfg, built: Built, *, optim: bool, rng: bool, is_loading: bool) -> dict:
     sd = {key: unwrap(chunk).sharded_state_dict() for key, chunk in zip(_model_keys(built.model), built.model)}
     if optim:
@@ -299,6 +306,16 @@ def load_checkpoint(cfg, built: Built) -> Optional[str]:
             f"PP={saved.get('pipeline_model_parallel_size')}, EP={saved.get('expert_model_parallel_size', 1)}; "
             f"the distributed optimizer's state reshards only across data-parallel sizes. Load with "
             f"--checkpoint.load_optim=false to change TP/PP/EP."
+        )
+    if load_optim and cfg.optimizer.use_distributed_optimizer and not _fused_adam_available():
+        # megatron-core 0.16.1's DistributedOptimizer restores torch.optim.Adam state (the path
+        # without Apex/TE) wrongly: state_dict() asserts on the lazily created 'step', and once
+        # forced past that, the resumed losses drift from the uninterrupted run's. Refuse rather
+        # than resume with a wrong optimizer state.
+        raise ConfigError(
+            f"resuming the distributed optimizer's state from {path} needs Transformer Engine or Apex "
+            "(fused Adam; pip install '.[te]' on a GPU machine); without them, load the weights only with "
+            "--checkpoint.load_optim=false, or train with --optimizer.use_distributed_optimizer=false"
         )
     load_rng = ck.load_rng and not model_only and meta.get("has_rng", True) and same_tp_pp
     if ck.load_rng and not model_only and not same_tp_pp:

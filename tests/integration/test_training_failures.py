@@ -127,3 +127,30 @@ def test_workers_die_with_a_sigkilled_launcher(tmp_path, monkeypatch):
         for proc, _ in jobs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_distributed_optimizer_resume_without_fused_adam_is_refused(tmp_path):
+    """megatron-core 0.16.1 restores torch Adam's state wrongly under the distributed optimizer
+    (no Apex/TE): through bridge-train the load stops with exit 2 and one message naming the
+    flags, instead of an AssertionError traceback or a resume whose losses drift."""
+    from megatron.core.optimizer import distrib_optimizer
+
+    if getattr(distrib_optimizer, "HAVE_APEX_OR_TE", False):
+        pytest.skip("fused Adam present: the distributed optimizer resumes")
+    save = tmp_path / "ckpt"
+    base = [sys.executable, "-m", "megatron_bridge_cli", "--nproc-per-node", "2",
+            *[a for a in CLI_TINY if not a.startswith("--train.train_iters")],
+            "--optimizer.use_distributed_optimizer", "--ddp.use_distributed_optimizer", f"--checkpoint.save={save}",
+            "--train.eval_interval=null", "--train.eval_iters=0", "--scheduler.lr_warmup_iters=1"]
+
+    def bridge_train(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(base + list(extra), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+
+    first = bridge_train("--train.train_iters=3")
+    assert first.returncode == 0, first.stderr[-3000:]
+    refused = bridge_train("--train.train_iters=6", f"--checkpoint.load={save}")
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert refused.stderr.count("bridge-train: error: resuming the distributed optimizer's state") == 1
+    assert "--checkpoint.load_optim=false" in refused.stderr and "AssertionError" not in refused.stderr
+    weights = bridge_train("--train.train_iters=6", f"--checkpoint.load={save}", "--checkpoint.load_optim=false")
+    assert weights.returncode == 0 and "loaded checkpoint" in weights.stdout, weights.stderr[-3000:]
