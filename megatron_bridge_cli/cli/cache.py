@@ -66,19 +66,31 @@ def _source_fingerprint() -> str:
     return f"{newest}:{count}"
 
 
+def _recipe_file(recipe: Optional[str]) -> Optional[Path]:
+    """The resolved path of a recipe that is a file (``my.py[:fn]``, ``run.yaml``), else None."""
+    path_text = (recipe or "").partition(":")[0]
+    return Path(path_text).resolve() if path_text.endswith((".py", ".yaml", ".yml")) else None
+
+
+def _recipe_id(recipe: Optional[str]) -> str:
+    """The recipe as the cache names it: '' (default), a built-in name, or PATH[:FUNCTION] resolved."""
+    path = _recipe_file(recipe)
+    if path is None:
+        return recipe or ""
+    _, colon, function = recipe.partition(":")
+    return f"{path}{colon}{function}"
+
+
 def _recipe_part(recipe: Optional[str]) -> str:
-    """The recipe as the cache sees it: a name, or a file's resolved path and mtime."""
-    if recipe is None:
-        return ""
-    path_text = recipe.partition(":")[0]
-    if path_text.endswith((".py", ".yaml", ".yml")):
-        path = Path(path_text).resolve()
-        try:
-            mtime = path.stat().st_mtime_ns
-        except OSError:
-            mtime = -1
-        return f"{path}{recipe[len(path_text):]}@{mtime}"
-    return recipe
+    """The recipe as the key sees it: its name, plus a file's mtime."""
+    path = _recipe_file(recipe)
+    if path is None:
+        return _recipe_id(recipe)
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        mtime = -1
+    return f"{_recipe_id(recipe)}@{mtime}"
 
 
 def cache_key(recipe: Optional[str]) -> str:
@@ -92,10 +104,7 @@ def cache_key(recipe: Optional[str]) -> str:
 
 
 def _path(recipe: Optional[str]) -> Path:
-    name = recipe.partition(":")[0] if recipe else ""
-    if name.endswith((".py", ".yaml", ".yml")):
-        recipe = str(Path(name).resolve()) + recipe[len(name):]
-    digest = hashlib.sha1((recipe or "<default>").encode()).hexdigest()[:16]
+    digest = hashlib.sha1((_recipe_id(recipe) or "<default>").encode()).hexdigest()[:16]
     return cache_dir() / f"schema-{digest}.json"
 
 

@@ -52,7 +52,7 @@ def complete() -> None:
             schema = cached_schema(recipe)
         except ConfigError:  # a recipe file that does not load: complete the default recipe's flags
             pass
-    parser = build_parser(schema, docs=False)
+    parser = build_parser(schema)
     files = FilesCompleter(("py", "yaml", "yml"))
     names = [name for name, _ in schema["recipes"]]
 

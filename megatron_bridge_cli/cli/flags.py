@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Optional
 from megatron_bridge_cli import typeinfo
 from megatron_bridge_cli.typeinfo import field_type_hints, init_fields
 
-__all__ = ["Flag", "Section", "FlagTable", "build_table", "canonical", "kind_class"]
+__all__ = ["Flag", "Section", "FlagTable", "build_table", "canonical", "closest_flags", "kind_class"]
 
 
 @dataclass(frozen=True)
@@ -107,20 +107,26 @@ class FlagTable:
         return None, None, False
 
     def suggestions(self, option: str) -> list[str]:
-        """Closest real flags to a misspelled one: same-section fields first, then the same
-        field name in other sections (``--train.lr`` -> ``--optimizer.lr``), then anything."""
-        key = canonical(option)
-        key = key[3:] if key.startswith("no_") and key[3:] not in self.flags else key
-        section, _, name = key.rpartition(".")
-        found: list[str] = []
-        if section in self.sections:
-            names = [f.name for f in self.section_flags(section)]
-            found += [f"{section}.{n}" for n in difflib.get_close_matches(name, names, n=3, cutoff=0.6)]
-        found += [f.path for f in self.flags.values() if f.name == (name or key) and f.path not in found]
-        if not found:
-            every = list(self.flags) + list(self.sections)
-            found = difflib.get_close_matches(key, every, n=3, cutoff=0.7)
-        return ["--" + p for p in found[:3]]
+        """Closest real flags to a misspelled one, as ``--path`` (see closest_flags)."""
+        close = closest_flags(option, {p: (f.section, f.name) for p, f in self.flags.items()}, self.sections)
+        return ["--" + p for p in close]
+
+
+def closest_flags(option: str, flags: dict[str, tuple[str, str]], sections: Iterable[str]) -> list[str]:
+    """Paths of the real flags closest to a misspelled option: same-section fields first, then
+    the same field name in other sections (``--train.lr`` -> ``optimizer.lr``), then anything
+    close. ``flags`` maps each path to its (section, field name). Shared by the live flag table
+    and the cached schema, so both suggest alike."""
+    key = option.split("=", 1)[0].lstrip("-+~").replace("-", "_")
+    key = key[3:] if key.startswith("no_") and key[3:] not in flags else key
+    section, _, name = key.rpartition(".")
+    found: list[str] = []
+    names = [n for s, n in flags.values() if s == section]
+    found += [f"{section}.{n}" for n in difflib.get_close_matches(name, names, n=3, cutoff=0.6)]
+    found += [p for p, (_, n) in flags.items() if n == (name or key) and p not in found]
+    if not found:
+        found = difflib.get_close_matches(key, list(flags) + list(sections), n=3, cutoff=0.7)
+    return found[:3]
 
 
 def _walk(path: str, declared: type, optional: bool, kinds: dict, live: Iterable[type],

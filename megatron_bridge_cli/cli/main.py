@@ -78,6 +78,17 @@ def _schema_for(g):
     return schema_of(cfg, g.recipe, docs=False), cfg
 
 
+def _layered(g, cfg, overrides):
+    """The run's container: ``cfg`` (recipe + config files, when _schema_for built it) or the
+    recipe, with the command-line overrides applied."""
+    from megatron_bridge_cli.cli.layering import apply_overrides, resolve
+
+    if cfg is None:
+        return resolve(g.recipe, [], overrides)
+    apply_overrides(cfg, overrides)
+    return cfg
+
+
 def _help(g, argv: list[str], out: _Output) -> int:
     """Help for the recipe comes from the cached schema (no torch import); a command line with
     config files or flags is resolved, so the values shown are the ones it gives. A broken
@@ -90,14 +101,9 @@ def _help(g, argv: list[str], out: _Output) -> int:
         schema, cfg = _schema_for(g)
         overrides = parse_overrides(argv, schema)
         if overrides or cfg is not None:
-            from megatron_bridge_cli.cli.layering import apply_overrides, resolve
             from megatron_bridge_cli.cli.schema import schema_of
 
-            if cfg is None:
-                cfg = resolve(g.recipe, [], overrides)
-            else:
-                apply_overrides(cfg, overrides)
-            schema = schema_of(cfg, g.recipe)
+            schema = schema_of(_layered(g, cfg, overrides), g.recipe)
     except ConfigError as e:
         if out.enabled:
             sys.stderr.write(f"{PROG}: note: showing the default recipe's values ({e})\n")
@@ -167,12 +173,7 @@ def _run(argv: list[str], out: _Output) -> int:
     if launcher and g.nproc_per_node is None:
         raise ConfigError(f"--{launcher[0].replace('_', '-')} needs --nproc-per-node")
 
-    from megatron_bridge_cli.cli.layering import apply_overrides, resolve
-
-    if cfg is None:
-        cfg = resolve(g.recipe, [], overrides)
-    else:
-        apply_overrides(cfg, overrides)
+    cfg = _layered(g, cfg, overrides)
     if g.print_config:
         out(config_yaml(cfg))
     if g.dry_run:

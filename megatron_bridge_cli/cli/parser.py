@@ -281,7 +281,7 @@ def apply_arguments(cfg, namespace: argparse.Namespace):
 
 
 # ----------------------------------------------------------------------------- bridge-train's parser
-def build_parser(schema: Optional[dict] = None, *, docs: bool = True) -> BridgeArgumentParser:
+def build_parser(schema: Optional[dict] = None) -> BridgeArgumentParser:
     """bridge-train's full parser (for argparse-manpage/sphinx-argparse: the default recipe's)."""
     if schema is None:
         from megatron_bridge_cli.cli.cache import cached_schema
@@ -291,7 +291,7 @@ def build_parser(schema: Optional[dict] = None, *, docs: bool = True) -> BridgeA
         description="Train a megatron-core model described by one tree of dataclasses: "
                     "recipe < --config-file... < flags (last wins).")
     _add_global_options(parser)
-    return add_config_arguments(parser, schema, docs=docs)
+    return add_config_arguments(parser, schema)
 
 
 def _top_sections(schema: dict) -> set[str]:
@@ -362,7 +362,7 @@ def _extra_error(token: str, schema: dict, argv: list[str], parser: argparse.Arg
 
 def parse_overrides(argv: Sequence[str], schema: dict) -> list[Override]:
     """Phase two: every config value of ``argv``, in order, checked against ``schema``'s flags."""
-    parser = build_parser(schema, docs=False)
+    parser = build_parser(schema)
     options = dotlist_to_options(argv, schema)
     namespace, extras = parser.parse_known_args(options)
     if extras:

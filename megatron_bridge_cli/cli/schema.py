@@ -19,13 +19,12 @@ reading one does not.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import enum
 import functools
 import inspect
 from typing import Literal, Optional
 
-__all__ = ["FORMAT", "schema_of", "show_value", "suggest_flags", "flag_paths", "section_paths"]
+__all__ = ["FORMAT", "schema_of", "show_value", "suggest_flags", "section_paths"]
 
 FORMAT = 2
 """Bumped whenever the layout above changes (part of the cache key)."""
@@ -57,8 +56,6 @@ def show_value(value) -> str:
 
 def _choices(hint) -> Optional[list[str]]:
     """Values completion can offer for a field (bools, Literals, Enums, dtypes; null if optional)."""
-    import torch
-
     from megatron_bridge_cli import typeinfo
 
     inner, optional = typeinfo.unwrap_optional(hint)
@@ -66,20 +63,13 @@ def _choices(hint) -> Optional[list[str]]:
     for member in typeinfo.members(inner):
         if member is bool:
             found += ["true", "false"]
-        elif member is torch.dtype:
+        elif typeinfo.is_dtype(member):
             found += ["bf16", "fp16", "fp32"]
         elif typeinfo.origin(member) is Literal or isinstance(member, type) and issubclass(member, enum.Enum):
             found += typeinfo.choices(member)
     if not found:
         return None
     return found + (["null"] if optional else [])
-
-
-def _takes_list(hint) -> bool:
-    """Whether the flag may take several tokens (``--x 1 2 3``)."""
-    from megatron_bridge_cli import values
-
-    return values.takes_list(hint)
 
 
 def _class_default(cls: type, name: str):
@@ -102,7 +92,7 @@ def _section_object(cfg, path: str):
 
 def schema_of(cfg, recipe: Optional[str] = None, docs: bool = True) -> dict:
     """The schema of a live ConfigContainer: flags, the values it holds, and (``docs``) help texts."""
-    from megatron_bridge_cli import typeinfo
+    from megatron_bridge_cli import typeinfo, values
     from megatron_bridge_cli.cli.docs import field_doc
     from megatron_bridge_cli.cli.flags import build_table, kind_class
     from megatron_bridge_cli.cli.recipe_loader import describe_recipes, recipe_table
@@ -137,7 +127,7 @@ def schema_of(cfg, recipe: Optional[str] = None, docs: bool = True) -> dict:
             flags.append({
                 "path": flag.path, "section": flag.section, "name": flag.name,
                 "type": typeinfo.type_name(flag.hint), "bool": flag.is_bool,
-                "list": _takes_list(flag.hint), "choices": _choices(flag.hint),
+                "list": values.takes_list(flag.hint), "choices": _choices(flag.hint),
                 "owners": [c.__name__ for c in flag.owners], "shown": mine, "value": value, "default": default,
                 "doc": (field_doc(cls if mine else flag.owners[0], flag.name) or "(undocumented)") if docs else "",
             })
@@ -150,26 +140,13 @@ def schema_of(cfg, recipe: Optional[str] = None, docs: bool = True) -> dict:
 
 
 # ----------------------------------------------------------------------------- reading (no imports)
-def flag_paths(schema: dict) -> dict[str, dict]:
-    return {f["path"]: f for f in schema["flags"]}
-
-
 def section_paths(schema: dict) -> dict[str, dict]:
     return {s["path"]: s for s in schema["sections"]}
 
 
 def suggest_flags(schema: dict, option: str) -> list[str]:
-    """Closest real flags to a misspelled one: same-section fields first, then the same field
-    name in other sections (``--train.lr`` -> ``--optimizer.lr``), then anything close."""
-    flags, sections = flag_paths(schema), section_paths(schema)
-    key = option.split("=", 1)[0].lstrip("-+~").replace("-", "_")
-    key = key[3:] if key.startswith("no_") and key[3:] not in flags else key
-    section, _, name = key.rpartition(".")
-    found: list[str] = []
-    if section in sections:
-        names = [f["name"] for f in schema["flags"] if f["section"] == section]
-        found += [f"{section}.{n}" for n in difflib.get_close_matches(name, names, n=3, cutoff=0.6)]
-    found += [p for p, f in flags.items() if f["name"] == (name or key) and p not in found]
-    if not found:
-        found = difflib.get_close_matches(key, list(flags) + list(sections), n=3, cutoff=0.7)
-    return found[:3]
+    """Paths of the real flags closest to a misspelled one (flags.closest_flags)."""
+    from megatron_bridge_cli.cli.flags import closest_flags  # light: no torch
+
+    flags = {f["path"]: (f["section"], f["name"]) for f in schema["flags"]}
+    return closest_flags(option, flags, [s["path"] for s in schema["sections"]])

@@ -4,7 +4,6 @@ shell completion, the schema cache, and help/completion served without importing
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys

@@ -18,7 +18,6 @@ from megatron_bridge_cli.config import (
     T5ModelProvider,
     finalize,
 )
-from megatron_bridge_cli.typeinfo import init_fields
 from tests.factories import tiny_container
 
 REQUIRED = ["model", "train", "optimizer", "scheduler", "dataset", "logger", "tokenizer", "checkpoint"]
