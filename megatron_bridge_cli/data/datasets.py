@@ -125,17 +125,19 @@ def _blends(d) -> dict:
     )
 
 
+def _source_kwargs(d, tokenizer) -> dict:
+    """What every megatron-core dataset config takes from the dataset section: seed, length,
+    where the data is (or mock), the index cache, and the tokenizer."""
+    return dict(random_seed=d.random_seed, sequence_length=d.sequence_length, **_blends(d),
+                path_to_cache=d.path_to_cache, mmap_bin_files=d.mmap_bin_files, tokenizer=tokenizer)
+
+
 def _megatron_dataset_config(cfg, tokenizer):
     from megatron.core.datasets.gpt_dataset import GPTDatasetConfig as McoreGPTDatasetConfig
 
     d = cfg.dataset
     return McoreGPTDatasetConfig(
-        random_seed=d.random_seed,
-        sequence_length=d.sequence_length,
-        **_blends(d),
-        path_to_cache=d.path_to_cache,
-        mmap_bin_files=d.mmap_bin_files,
-        tokenizer=tokenizer,
+        **_source_kwargs(d, tokenizer),
         reset_position_ids=d.reset_position_ids,
         reset_attention_mask=d.reset_attention_mask,
         eod_mask_loss=d.eod_mask_loss,
@@ -156,7 +158,7 @@ def build_datasets(cfg, tokenizer, needs_data: bool):
         from megatron_bridge_cli.data.tokenizers import with_sentinels
 
         tokenizer = with_sentinels(tokenizer, cfg.tokenizer, cfg.model.vocab_size)
-        config = t5_dataset_config(cfg, tokenizer, **_blends(cfg.dataset))
+        config = t5_dataset_config(cfg, _source_kwargs(cfg.dataset, tokenizer))
         cls = t5_dataset_class(config)
     else:
         config = _megatron_dataset_config(cfg, tokenizer)

@@ -27,19 +27,13 @@ from megatron.core.datasets.t5_dataset import T5MaskedWordPieceDataset, T5Masked
 __all__ = ["t5_dataset_config", "t5_dataset_class", "usable_documents", "MockT5Dataset", "MockT5LowLevelDataset"]
 
 
-def t5_dataset_config(cfg, tokenizer, blend, blend_per_split, split) -> T5MaskedWordPieceDatasetConfig:
-    """megatron-core's config from the finalized ``cfg.dataset`` (a T5DatasetConfig)."""
+def t5_dataset_config(cfg, source: dict) -> T5MaskedWordPieceDatasetConfig:
+    """megatron-core's config from the finalized ``cfg.dataset`` (a T5DatasetConfig); ``source``
+    holds what every dataset config takes (seed, length, blends, cache, tokenizer)."""
     d = cfg.dataset
     return T5MaskedWordPieceDatasetConfig(
-        random_seed=d.random_seed,
-        sequence_length=d.sequence_length,
+        **source,
         sequence_length_decoder=d.decoder_sequence_length,
-        blend=blend,
-        blend_per_split=blend_per_split,
-        split=split,
-        path_to_cache=d.path_to_cache,
-        mmap_bin_files=d.mmap_bin_files,
-        tokenizer=tokenizer,
         masking_probability=d.masking_probability,
         short_sequence_probability=d.short_sequence_probability,
         masking_max_ngram=d.masking_max_ngram,
