@@ -31,7 +31,6 @@ from typing import Optional
 import numpy
 import torch
 
-from megatron_bridge_cli.training.metrics import emit_line
 from megatron_bridge_cli.errors import ConfigError
 from megatron_bridge_cli.training.optim_layout import adopt_own_commons, optimizer_count, own_commons, saved_step
 from megatron_bridge_cli.training.setup import Built, TrainingState, on_cpu, unwrap
@@ -351,4 +350,4 @@ def load_checkpoint(cfg, built: Built) -> Optional[str]:
 
 def _rank0_print(msg: str) -> None:
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
-        emit_line(msg)
+        print(msg, flush=True)

@@ -64,6 +64,21 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module="megatron")
 
 
+def _whole_lines() -> None:
+    """Make every line this process prints reach stdout/stderr in one write() call.
+
+    The ranks of a job share one pipe or file. Unbuffered (python -u, PYTHONUNBUFFERED, as
+    torchrun and job scripts often run), print() writes the text and its newline separately, so
+    another rank's line can land in between and split a log line that people and job scripts
+    parse (seen in CI: an iteration line lost after another rank's parameter-count line). Line
+    buffering without write-through flushes each whole line at once; one write of under
+    PIPE_BUF bytes is atomic on a pipe."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(line_buffering=True, write_through=False)
+
+
 def run_training(cfg) -> int:
     """Train the run ``cfg`` describes (an unfinalized ConfigContainer); return the exit code.
 
@@ -71,6 +86,7 @@ def run_training(cfg) -> int:
     signal (after saving a checkpoint). ConfigError propagates before any process-group work.
     Runtime failures raise; under torchrun that ends the whole job with a non-zero exit.
     """
+    _whole_lines()
     world = detect_world()
     final = finalize(cfg, world.world_size)
     _preflight(final)

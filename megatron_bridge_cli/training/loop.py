@@ -23,7 +23,7 @@ import torch
 
 from megatron_bridge_cli.training.checkpointing import Checkpointer
 from megatron_bridge_cli.training.metrics import (
-    Reporter, emit_line, eval_log_line, num_floating_point_operations, peak_memory_mb, training_log_line,
+    Reporter, eval_log_line, num_floating_point_operations, peak_memory_mb, training_log_line,
 )
 from megatron_bridge_cli.training.moe_losses import reduce_moe_losses
 from megatron_bridge_cli.training.setup import Built, on_cpu, unwrap
@@ -297,4 +297,4 @@ def train(cfg, built: Built, data, reporter: Reporter, checkpointer: Checkpointe
 
 def print_rank0(msg: str) -> None:
     if torch.distributed.get_rank() == 0:
-        emit_line(msg)
+        print(msg, flush=True)

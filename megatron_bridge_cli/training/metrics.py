@@ -95,18 +95,6 @@ def eval_log_line(prefix: str, loss: float) -> str:
     return f"validation loss at {prefix} | lm loss value: {loss:.6E} | lm loss PPL: {ppl:.6E} |"
 
 
-
-def emit_line(line: str) -> None:
-    """Write one log line with a single write() call and flush it.
-
-    print() writes the text and the newline separately; with several ranks sharing a pipe and
-    unbuffered output (PYTHONUNBUFFERED, python -u), another rank's line can land between the
-    two, splitting a log line that job scripts and tests parse. One write of under PIPE_BUF
-    bytes is atomic on a pipe.
-    """
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
 class Reporter:
     """Console + optional TensorBoard and W&B writers, all on the reporting rank."""
 
@@ -131,9 +119,8 @@ class Reporter:
             )
 
     def print(self, line: str) -> None:
-        """One log line, written whole (see emit_line)."""
         if self.active:
-            emit_line(line)
+            print(line, flush=True)
 
     def scalars(self, values: dict, step: int) -> None:
         if not self.active:
