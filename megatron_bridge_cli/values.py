@@ -19,7 +19,8 @@ in targets.py, re-exported here so that this module is the one door for value ru
     callable   short name (silu, gelu, squared_relu) or an allow-listed import path
     list/tuple --x=1,2,3 | --x 1 2 3 | --x='[1, 2, 3]' | --x='[]'
     dict       YAML flow: --x='{key: value}'
-    Optional   null / None / ~ (and 'none' where 'none' is not itself a valid value)
+    Optional   null / None / ~ (and 'none' where 'none' is not itself a valid value, or the
+               field is an optional string: --checkpoint.save=none means no saving)
     Union      members tried in a fixed order: bool, int, float, choices, dtype, callable,
                lists (only when the text looks like a list), dict, str, other classes
     anything   a ``{_target_: ...}`` mapping (dataclasses, dtypes, functions, partials, enums),
@@ -34,11 +35,11 @@ import dataclasses
 import enum
 import functools
 import importlib
+import reprlib
 import typing
 from typing import Any, Literal
 
 import torch
-import yaml
 
 from megatron_bridge_cli.errors import ConfigError
 from megatron_bridge_cli.targets import (
@@ -69,6 +70,26 @@ _DTYPE_ALIASES = {
 _CALLABLE_HOMES = ("torch.nn.functional", "megatron.core.activations", "torch", "torch.nn.init", "math")
 
 
+MISSING = "???"
+"""OmegaConf's marker of a value still to be filled in (Megatron-Bridge YAML files hold it): no
+door accepts it, so a --print-config dump holding it could not be read back."""
+
+
+def _missing(hint) -> str:
+    return f"{expected(hint)}; '???' marks a value that must be filled in"
+
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxtuple, _SHOWN.maxdict = 3, 8, 8, 8
+_SHOWN.maxstring = _SHOWN.maxother = 120
+
+
+def shown(value: Any) -> str:
+    """repr of a value for a message, cut short: a value from YAML may be huge (or an alias bomb
+    that slipped past the limits), and one paragraph must stay one paragraph."""
+    return _SHOWN.repr(value)
+
+
 class CoercionError(ValueError):
     """A value that does not fit the type; ``expected`` says what would have."""
 
@@ -82,10 +103,13 @@ def _looks_like_list(tokens: list[str]) -> bool:
 
 
 def _flow(token: str) -> Any:
-    """Parse a YAML flow value ('[1, 2]', '{a: 1}'), as YAML would read it."""
+    """Parse a YAML flow value ('[1, 2]', '{a: 1}'), as YAML would read it, with the limits of
+    config files (alias expansion, nesting depth: serialization.load_yaml_text)."""
+    from megatron_bridge_cli.serialization import load_yaml_text  # serialization imports this module
+
     try:
-        return yaml.safe_load(token)
-    except yaml.YAMLError as e:
+        return load_yaml_text(token, "the value")
+    except ConfigError as e:
         raise CoercionError(f"valid YAML flow syntax ({str(e).splitlines()[0]})") from None
 
 
@@ -114,7 +138,7 @@ def _int(token: str, hint) -> int:
 
 
 def _float(token: str, hint) -> float:
-    try:
+    try:  # 'nan' too: a float here, refused by validation (config/range_checks.py) with the rest
         return float(token.strip())
     except ValueError:
         raise CoercionError(PHRASES[float]) from None
@@ -126,7 +150,7 @@ def _str(token: str, hint) -> str:
 
 def _literal(token: str, hint):
     for choice in typing.get_args(hint):
-        if str(choice) == token:
+        if str(choice) == token.strip():  # surrounding blanks are ignored, as for numbers and names
             return choice
     raise CoercionError("one of: " + ", ".join(choices(hint)))
 
@@ -155,19 +179,23 @@ def _dtype(token: str, hint) -> torch.dtype:
     raise CoercionError(DTYPE_PHRASE)
 
 
+def _is_function(value) -> bool:
+    return callable(value) and not isinstance(value, type)
+
+
 def _callable(token: str, hint):
     name = token.strip()
-    if "." not in name:
-        for home in _CALLABLE_HOMES:
-            value = getattr(importlib.import_module(home), name, None)
-            if callable(value) and not isinstance(value, type):
-                return value
-    elif all(part.isidentifier() for part in name.split(".")):
-        try:
+    if "." not in name:  # a short name is its full path in the first home that has it
+        home = next((h for h in _CALLABLE_HOMES if _is_function(getattr(importlib.import_module(h), name, None))),
+                    None)
+        name = f"{home}.{name}" if home and name.isidentifier() else name
+    if "." in name and all(part.isidentifier() for part in name.split(".")):
+        try:  # the same checks as a YAML _target_ (allow-list, denylist: 'load' is torch.load)
             value = resolve_target(name, where="value")
         except ConfigError as e:
-            raise CoercionError(f"a function name (e.g. silu, gelu) or an import path; {e}") from None
-        if callable(value):
+            reason = str(e).removeprefix("value: ")
+            raise CoercionError(f"a function name (e.g. silu, gelu) or an import path; {reason}") from None
+        if _is_function(value):
             return value
     raise CoercionError("a function name (e.g. silu, gelu, squared_relu) or an allow-listed import path "
                         "(e.g. torch.nn.functional.silu)")
@@ -215,7 +243,9 @@ def _is_null(token: str, hint) -> bool:
         return True
     if token.strip().lower() != "none":
         return False
-    try:  # 'none' is null unless it is a valid value itself (Literal['none', ...], a str field)
+    if hint is str:  # an optional string (callers ask only then): --checkpoint.save=none is no saving
+        return True
+    try:  # 'none' is null unless it is a valid value itself (Literal['none', ...], a plain str field)
         from_text([token], hint)
         return False
     except CoercionError:
@@ -226,6 +256,8 @@ def from_text(tokens: list[str], hint, nullable: bool = False) -> Any:
     """Value of the text ``tokens`` (one or more, from the command line) for type ``hint``."""
     inner, optional = unwrap_optional(hint)
     nullable = nullable or optional
+    if len(tokens) == 1 and tokens[0].strip() == MISSING:
+        raise CoercionError(_missing(hint))
     if len(tokens) == 1 and nullable and _is_null(tokens[0], inner):
         return None
     if len(tokens) == 1 and tokens[0].lstrip().startswith("{") and "_target_" in tokens[0]:
@@ -300,6 +332,8 @@ def conform(value: Any, hint, nullable: bool = False, where: str = "value") -> A
         if nullable or optional or inner is Any:
             return None
         raise CoercionError(f"{expected(inner)}, not null")
+    if isinstance(value, str) and value.strip() == MISSING:
+        raise CoercionError(_missing(hint))
     if isinstance(value, dict) and "_target_" in value:
         value = _decode_target(value, where)
     if inner is Any:
@@ -351,11 +385,12 @@ def takes_list(hint) -> bool:
 def _decode_target(data: dict, where: str) -> Any:
     """A ``_target_`` mapping: a reference (``_call_: false``), a partial, or a config class.
     Nothing but dataclass constructors and functools.partial is ever called."""
-    target = resolve_target(data["_target_"], where)
+    target = resolve_target(data["_target_"], where)  # a refused name is the first thing to say
+    _check_markers(data, where)
     if data.get("_call_") is False:
         return target
     if data.get("_partial_"):
-        args = [_decode_any(a, where) for a in data.get("_args_", [])]
+        args = [_decode_any(a, f"{where}._args_[{i}]") for i, a in enumerate(data.get("_args_", []))]
         kwargs = {k: _decode_any(v, join_path(where, k)) for k, v in data.items() if k not in MARKERS}
         return functools.partial(target, *args, **kwargs)
     if isinstance(target, type) and dataclasses.is_dataclass(target):
@@ -364,11 +399,29 @@ def _decode_target(data: dict, where: str) -> Any:
                       "to refer to it without calling it")
 
 
+def _check_markers(data: dict, where: str) -> None:
+    """The ``_target_`` keys hold what they must, and nothing is given that would be ignored."""
+    for key in ("_call_", "_partial_"):
+        if key in data and not isinstance(data[key], bool):
+            raise ConfigError(f"{where}: {key} must be true or false, got {shown(data[key])}")
+    if "_args_" in data and not isinstance(data["_args_"], list):
+        raise ConfigError(f"{where}: _args_ must be a list of positional arguments, got {shown(data['_args_'])}")
+    if "_args_" in data and not data.get("_partial_"):
+        raise ConfigError(f"{where}: _args_ would be ignored: it needs `_partial_: true`")
+    bad = [k for k in data if not isinstance(k, str) or not (k in MARKERS or k.isidentifier())]
+    if bad:
+        raise ConfigError(f"{where}: {shown(bad[0])} is not a keyword argument name")
+    extra = [k for k in data if k not in ("_target_", "_call_")]
+    if data.get("_call_") is False and extra:
+        raise ConfigError(f"{where}: `_call_: false` refers to {data['_target_']!r} without calling it, so "
+                          f"{', '.join(map(str, extra))} would be ignored; remove them or drop `_call_: false`")
+
+
 def decode_dataclass(cls: type, data: dict, where: str) -> Any:
     """Build dataclass ``cls`` from a mapping: unknown keys refused with a suggestion, every
     value through the same rules as a flag's (``conform``)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'top level'}: expected a mapping of {cls.__name__} fields, got {data!r}")
+        raise ConfigError(f"{where or 'top level'}: expected a mapping of {cls.__name__} fields, got {shown(data)}")
     fields = {f.name: f for f in init_fields(cls)}
     hints = field_type_hints(cls)
     kwargs = {}
@@ -377,12 +430,12 @@ def decode_dataclass(cls: type, data: dict, where: str) -> Any:
             continue
         if key not in fields:
             section = f"section {where!r}" if where else "the top level"
-            raise ConfigError(f"unknown key {key!r} in {section} ({cls.__name__}){suggest(str(key), fields)}")
+            raise ConfigError(f"unknown key {shown(key)} in {section} ({cls.__name__}){suggest(str(key), fields)}")
         path = join_path(where, key)
         try:
             kwargs[key] = conform(value, hints[key], fields[key].default is None, where=path)
         except CoercionError as e:
-            raise ConfigError(f"{path}: invalid value {value!r}: expected {e.expected}") from None
+            raise ConfigError(f"{path}: invalid value {shown(value)}: expected {e.expected}") from None
     try:
         return cls(**kwargs)
     except TypeError as e:

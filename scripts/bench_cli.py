@@ -121,7 +121,7 @@ def main() -> int:
         if "MISSED" in target:
             missed.append(n)
         print(f"{n:<22}{med:>11.3f}s{best:>6.3f}s{paired:>14.3f}{cpu_med:>11.3f}s  {target}")
-    print(f"\npaired ratio = median of per-round wall(cmd) / wall(floor); cpu = user+sys of the process\n"
+    print("\npaired ratio = median of per-round wall(cmd) / wall(floor); cpu = user+sys of the process\n"
           + (f"missed: {', '.join(missed)}" if missed else "every target met"))
     return 1 if args.check and missed else 0
 

@@ -16,8 +16,11 @@ from megatron_bridge_cli.errors import ConfigError
 __all__ = ["dry_run_world_size", "summarize"]
 
 
-def dry_run_world_size(world_size: Optional[int], nproc_per_node: Optional[int], nnodes: Optional[int]) -> int:
-    """--world-size, else WORLD_SIZE, else --nproc-per-node x --nnodes, else 1."""
+def dry_run_world_size(world_size: Optional[int], nproc_per_node: Optional[int], nnodes: Optional[int],
+                       recipe: Optional[str] = None) -> int:
+    """--world-size, else WORLD_SIZE, else --nproc-per-node x --nnodes, else the built-in
+    recipe's documented world size (so ``--recipe llama3_8b --dry-run`` checks the layout the
+    recipe is written for), else 1."""
     if world_size is None and os.environ.get("WORLD_SIZE"):
         try:
             world_size = int(os.environ["WORLD_SIZE"])
@@ -25,7 +28,11 @@ def dry_run_world_size(world_size: Optional[int], nproc_per_node: Optional[int],
             raise ConfigError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not an integer") from None
     if world_size is None and nproc_per_node is not None:
         world_size = nproc_per_node * (nnodes or 1)
-    world_size = 1 if world_size is None else world_size
+    if world_size is None:
+        from megatron_bridge_cli.cli.recipe_loader import recipe_table
+
+        recipes, default = recipe_table()
+        world_size = getattr(recipes.get(recipe or default), "documented_world_size", 1)
     if world_size < 1:
         raise ConfigError(f"--world-size ({world_size}) must be at least 1")
     return world_size
@@ -98,11 +105,11 @@ def _derived_lines(cfg, world_size: int) -> list[str]:
 
 def summarize(cfg, world_size: int) -> str:
     """The --dry-run report of an unfinalized container; raises ValidationError when invalid."""
-    from megatron_bridge_cli.config.finalize import finalize
     from megatron_bridge_cli.config.moe_checks import expert_data_parallel_size
     from megatron_bridge_cli.training.param_count import count_parameters
+    from megatron_bridge_cli.training.preflight import prepare
 
-    final = finalize(cfg, world_size)
+    final = prepare(cfg, world_size)
     try:
         count = count_parameters(final.model)
     except (AssertionError, ValueError, TypeError, RuntimeError, ImportError) as e:

@@ -23,14 +23,13 @@ import contextlib
 import dataclasses
 from typing import Any, Iterable, Optional
 
-import yaml
 
 from megatron_bridge_cli import typeinfo, values
 from megatron_bridge_cli.cli.flags import Flag, FlagTable, Section, build_table
 from megatron_bridge_cli.cli.parser import Override
 from megatron_bridge_cli.config.container import EXPLICIT_KEY
 from megatron_bridge_cli.errors import ConfigError
-from megatron_bridge_cli.serialization import load_yaml_file
+from megatron_bridge_cli.serialization import load_yaml_file, load_yaml_text
 from megatron_bridge_cli.targets import resolve_target
 from megatron_bridge_cli.typeinfo import field_type_hints, init_fields, suggest
 from megatron_bridge_cli.values import decode_dataclass
@@ -133,8 +132,8 @@ def _assign(cfg, table: FlagTable, flag: Flag, where: str, *, tokens=None, value
         else:
             result = values.conform(value, hint, nullable)
     except values.CoercionError as e:
-        shown = " ".join(tokens) if tokens is not None else value
-        raise ConfigError(f"{where}: invalid value {shown!r}: expected {e.expected}") from None
+        given = " ".join(tokens) if tokens is not None else value
+        raise ConfigError(f"{where}: invalid value {values.shown(given)}: expected {e.expected}") from None
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
     setattr(obj, f.name, result)
@@ -270,12 +269,9 @@ def _flag_tokens(ov: Override, flag: Flag) -> list[str]:
 
 
 def _flow_mapping(text: str, where: str) -> dict:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: not valid YAML flow syntax: {str(e).splitlines()[0]}") from None
+    data = load_yaml_text(text, f"{where}: the value")  # the YAML limits (nesting, aliases) apply here too
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a YAML mapping such as '{{dim: 8}}', got {text!r}")
+        raise ConfigError(f"{where}: expected a YAML mapping such as '{{dim: 8}}', got {values.shown(text)}")
     return data
 
 

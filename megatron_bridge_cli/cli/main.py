@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from megatron_bridge_cli.errors import ConfigError
+from megatron_bridge_cli.errors import ConfigError, RunFailure
 
 __all__ = ["main"]
 
@@ -20,12 +20,9 @@ PROG = "bridge-train"
 
 
 def _rank_zero() -> bool:
-    from megatron_bridge_cli.training.env import detect_world
+    from megatron_bridge_cli.training.env import is_rank_zero
 
-    try:
-        return detect_world().rank == 0
-    except ValueError:  # malformed RANK: better to print twice than never
-        return True
+    return is_rank_zero()
 
 
 class _Output:
@@ -40,7 +37,7 @@ class _Output:
             sys.stdout.flush()
 
 
-def _report(error: ConfigError, enabled: bool) -> int:
+def _report(error: ConfigError | RunFailure, enabled: bool) -> int:
     if enabled:
         sys.stderr.write(f"{PROG}: error: {error}\n")
         sys.stderr.flush()
@@ -121,11 +118,11 @@ def _setup_logging(enabled: bool) -> None:
 
 
 def _launch(g, cfg, argv: list[str]) -> int:
-    from megatron_bridge_cli.config.finalize import validate
+    from megatron_bridge_cli.training.preflight import prepare
 
     if g.nproc_per_node < 1:
         raise ConfigError(f"--nproc-per-node ({g.nproc_per_node}) must be at least 1")
-    validate(cfg, g.nproc_per_node * (g.nnodes or 1))  # fail here, once, before spawning workers
+    prepare(cfg, g.nproc_per_node * (g.nnodes or 1))  # fail here, once, before spawning workers
     from megatron_bridge_cli.cli.parser import worker_argv
     from megatron_bridge_cli.training.launch import launch_workers
 
@@ -174,13 +171,13 @@ def _run(argv: list[str], out: _Output) -> int:
         raise ConfigError(f"--{launcher[0].replace('_', '-')} needs --nproc-per-node")
 
     cfg = _layered(g, cfg, overrides)
+    _setup_logging(out.enabled)  # finalize's notices: once, prefixed, from rank 0
     if g.print_config:
         out(config_yaml(cfg))
     if g.dry_run:
         from megatron_bridge_cli.cli.dry_run import dry_run_world_size, summarize
 
-        _setup_logging(out.enabled)
-        out(summarize(cfg, dry_run_world_size(g.world_size, g.nproc_per_node, g.nnodes)))
+        out(summarize(cfg, dry_run_world_size(g.world_size, g.nproc_per_node, g.nnodes, g.recipe)))
     if g.print_config or g.dry_run:
         return 0
     if g.nproc_per_node is not None:
@@ -207,3 +204,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _run(argv, out)
     except ConfigError as e:
         return _report(e, out.enabled)
+    except RunFailure as e:  # said by the rank it happened on
+        return _report(e, True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -55,12 +56,19 @@ def _from_python(spec: str):
         function = next(iter(functions))
     if not callable(getattr(module, function, None)):
         raise ConfigError(f"recipe file {path_text!r} has no function {function!r}{suggest(function, functions)}")
+    fn = getattr(module, function)
+    if any(p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+           for p in inspect.signature(fn).parameters.values()):
+        raise ConfigError(f"recipe {path_text}:{function} must be callable without arguments")
     try:
-        return _check(getattr(module, function)(), f"{path_text}:{function}")
+        cfg = fn()
     except ConfigError:
         raise
-    except TypeError as e:
-        raise ConfigError(f"recipe {path_text}:{function} must be callable without arguments: {e}") from None
+    except Exception as e:  # the user's own recipe code: say where in their file, not a traceback
+        lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if Path(f.filename) == path]
+        where = f" (line {lines[-1]})" if lines else ""
+        raise ConfigError(f"recipe {path_text}:{function} raised {type(e).__name__}{where}: {e}") from None
+    return _check(cfg, f"{path_text}:{function}")
 
 
 def _from_yaml(path: str):

@@ -2,14 +2,29 @@
 
 from megatron_bridge_cli.config.checkpoint import CheckpointConfig
 from megatron_bridge_cli.config.container import SECTION_KINDS, ConfigContainer
-from megatron_bridge_cli.config.data import GPTDatasetConfig, MockGPTDatasetConfig, T5DatasetConfig
-from megatron_bridge_cli.config.dist import CommOverlapConfig, DistributedDataParallelConfig, DistributedInitConfig
+from megatron_bridge_cli.config.data import (
+    GPTDatasetConfig,
+    MockGPTDatasetConfig,
+    T5DatasetConfig,
+)
+from megatron_bridge_cli.config.dist import (
+    CommOverlapConfig,
+    DistributedDataParallelConfig,
+    DistributedInitConfig,
+)
 from megatron_bridge_cli.config.finalize import finalize, validate
 from megatron_bridge_cli.config.logger import LoggerConfig
-from megatron_bridge_cli.config.models import GPTModelProvider, MambaModelProvider, T5ModelProvider
+from megatron_bridge_cli.config.models import (
+    GPTModelProvider,
+    MambaModelProvider,
+    T5ModelProvider,
+)
 from megatron_bridge_cli.config.optimizer import OptimizerConfig
 from megatron_bridge_cli.config.peft import DoRAConfig, LoRAConfig
-from megatron_bridge_cli.config.precision import MIXED_PRECISION_PRESETS, MixedPrecisionConfig
+from megatron_bridge_cli.config.precision import (
+    MIXED_PRECISION_PRESETS,
+    MixedPrecisionConfig,
+)
 from megatron_bridge_cli.config.profiling import ProfilingConfig
 from megatron_bridge_cli.config.resilience import (
     FaultToleranceConfig,

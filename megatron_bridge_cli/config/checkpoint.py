@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
+from megatron_bridge_cli.config.strict import StrictFields
+
 __all__ = ["CheckpointConfig"]
 
 
 @dataclass
-class CheckpointConfig:
+class CheckpointConfig(StrictFields):
     """Where and how often to save, and what to load."""
 
     save: Optional[str] = None
@@ -65,3 +67,9 @@ class CheckpointConfig:
 
     exit_on_missing_checkpoint: bool = False
     """Fail if load is set but holds no checkpoint (otherwise start from scratch)."""
+
+    fallback_to_previous: bool = False
+    """If the latest checkpoint in load (or pretrained_checkpoint) cannot be loaded (incomplete,
+    truncated, corrupted, or the tracker file names a missing or garbled iteration), load the
+    newest older one that can, with a warning naming the one skipped. Off by default: a bad
+    latest checkpoint stops the run, naming it. Not applied with an explicit ckpt_step."""

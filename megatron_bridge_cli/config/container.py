@@ -9,12 +9,19 @@ from typing import Optional, TextIO
 from megatron_bridge_cli import serialization
 from megatron_bridge_cli.config.checkpoint import CheckpointConfig
 from megatron_bridge_cli.config.data import DATASET_KINDS, DatasetConfigBase
-from megatron_bridge_cli.config.dist import CommOverlapConfig, DistributedDataParallelConfig, DistributedInitConfig
+from megatron_bridge_cli.config.dist import (
+    CommOverlapConfig,
+    DistributedDataParallelConfig,
+    DistributedInitConfig,
+)
 from megatron_bridge_cli.config.logger import LoggerConfig
 from megatron_bridge_cli.config.models import MODEL_KINDS, ModelProviderBase
 from megatron_bridge_cli.config.optimizer import OptimizerConfig
 from megatron_bridge_cli.config.peft import PEFT_KINDS, LoRAConfig
-from megatron_bridge_cli.config.precision import MIXED_PRECISION_PRESETS, MixedPrecisionConfig
+from megatron_bridge_cli.config.precision import (
+    MIXED_PRECISION_PRESETS,
+    MixedPrecisionConfig,
+)
 from megatron_bridge_cli.config.profiling import PROFILING_KINDS, ProfilingConfig
 from megatron_bridge_cli.config.resilience import (
     FaultToleranceConfig,
@@ -25,6 +32,7 @@ from megatron_bridge_cli.config.resilience import (
 )
 from megatron_bridge_cli.config.rng import RNGConfig
 from megatron_bridge_cli.config.scheduler import SchedulerConfig
+from megatron_bridge_cli.config.strict import StrictFields
 from megatron_bridge_cli.config.tokenizer import TokenizerConfig
 from megatron_bridge_cli.config.training import TrainingConfig
 from megatron_bridge_cli.errors import ConfigError
@@ -37,7 +45,7 @@ so a printed config reloads with the same protection against presets."""
 
 
 @dataclass
-class ConfigContainer:
+class ConfigContainer(StrictFields):
     """Everything a run needs. Build it in Python, load it from YAML, or let bridge-train
     layer recipe < YAML files < flags; then finalize() derives and validates it."""
 

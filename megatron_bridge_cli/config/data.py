@@ -7,14 +7,17 @@ samples (``--dataset=gpt``, ``--dataset=mock``) and T5's span-corruption samples
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Optional
+
+from megatron_bridge_cli.config.strict import StrictFields
+from megatron_bridge_cli.errors import ConfigError
 
 __all__ = ["DatasetConfigBase", "GPTDatasetConfig", "MockGPTDatasetConfig", "T5DatasetConfig", "DATASET_KINDS"]
 
 
 @dataclass
-class DatasetConfigBase:
+class DatasetConfigBase(StrictFields):
     """Indexed dataset files, blended and split, and how they are loaded.
 
     With no data_path (and no per-split paths) mock data is used: generated token sequences
@@ -56,8 +59,20 @@ class DatasetConfigBase:
     pin_memory: bool = True
     """Pin host memory of batches (ignored on CPU)."""
 
-    sequence_length: Optional[int] = field(default=None, init=False, repr=False)
+    sequence_length: InitVar[Optional[int]] = None
+    """megatron-core's name for seq_length, accepted as a keyword (``GPTDatasetConfig(
+    sequence_length=2048)``); seq_length is the one name in YAML and flags."""
+
+    sample_length: Optional[int] = field(default=None, init=False, repr=False)
     """Derived: seq_length, or the model's input length."""
+
+    def __post_init__(self, sequence_length: Optional[int]) -> None:
+        if sequence_length is None:
+            return
+        if self.seq_length is not None and self.seq_length != sequence_length:
+            raise ConfigError(f"{type(self).__name__}: seq_length={self.seq_length} and sequence_length="
+                              f"{sequence_length} name the same setting; give one")
+        self.seq_length = sequence_length
 
     def uses_mock_data(self) -> bool:
         """True when no data files are named, so mock data is used."""
@@ -65,7 +80,7 @@ class DatasetConfigBase:
 
     def derive_lengths(self, model) -> None:
         """Set the derived sample lengths from this section and the model (finalize calls it)."""
-        self.sequence_length = self.seq_length or model.seq_length
+        self.sample_length = self.seq_length or model.seq_length
 
 
 @dataclass
@@ -131,14 +146,14 @@ class T5DatasetConfig(DatasetConfigBase):
     """Draw span lengths from a geometric distribution (p=0.2, SpanBERT), clipped at
     masking_max_ngram, as Megatron-LM's pretrain_t5.py does."""
 
-    decoder_sequence_length: Optional[int] = field(default=None, init=False, repr=False)
+    decoder_sample_length: Optional[int] = field(default=None, init=False, repr=False)
     """Derived: decoder_seq_length, or model.seq_length."""
 
     def derive_lengths(self, model) -> None:
         """Encoder length: seq_length or model.encoder_seq_length (or model.seq_length);
         decoder length: decoder_seq_length or model.seq_length."""
-        self.sequence_length = self.seq_length or getattr(model, "encoder_seq_length", None) or model.seq_length
-        self.decoder_sequence_length = self.decoder_seq_length or model.seq_length
+        self.sample_length = self.seq_length or getattr(model, "encoder_seq_length", None) or model.seq_length
+        self.decoder_sample_length = self.decoder_seq_length or model.seq_length
 
 
 DATASET_KINDS = {"gpt": GPTDatasetConfig, "mock": MockGPTDatasetConfig, "t5": T5DatasetConfig}

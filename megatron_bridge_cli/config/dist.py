@@ -8,19 +8,21 @@ from typing import Literal, Optional
 from megatron.core.distributed import DistributedDataParallelConfig as McoreDDPConfig
 
 from megatron_bridge_cli.config.models.provider import DeferredPostInit
+from megatron_bridge_cli.config.strict import StrictFields
 
 __all__ = ["DistributedInitConfig", "DistributedDataParallelConfig", "CommOverlapConfig"]
 
 
 @dataclass
-class DistributedInitConfig:
+class DistributedInitConfig(StrictFields):
     """How torch.distributed is initialized."""
 
     distributed_backend: Optional[Literal["nccl", "gloo"]] = None
     """Collective backend. None picks nccl when CUDA is available, else gloo."""
 
-    distributed_timeout_minutes: int = 10
-    """Collective timeout; a rank that waits longer fails the job instead of hanging."""
+    distributed_timeout_minutes: float = 10
+    """Collective timeout in minutes (fractions allowed, e.g. 0.5); a rank that waits longer
+    fails the job instead of hanging."""
 
     use_gloo_process_groups: bool = True
     """Also create gloo groups for CPU-side collectives (checkpoint metadata)."""
@@ -30,13 +32,13 @@ class DistributedInitConfig:
 
 
 @dataclass
-class DistributedDataParallelConfig(DeferredPostInit, McoreDDPConfig):
+class DistributedDataParallelConfig(StrictFields, DeferredPostInit, McoreDDPConfig):
     """megatron-core DistributedDataParallelConfig (gradient buffers, bucketing, overlap,
     distributed optimizer sharding). Every field is megatron-core's; checks run at finalize()."""
 
 
 @dataclass
-class CommOverlapConfig:
+class CommOverlapConfig(StrictFields):
     """Overlap of communication with computation (GPU runs; most of it needs NCCL and TE)."""
 
     tp_comm_overlap: bool = False

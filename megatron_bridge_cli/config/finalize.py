@@ -10,13 +10,22 @@ megatron-core derives itself in TransformerConfig/OptimizerConfig/DDPConfig ``__
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
+from typing import Optional
 
 import torch
 
 from megatron_bridge_cli.config.moe_checks import derive_moe
 from megatron_bridge_cli.config.precision import precision_assignments
-from megatron_bridge_cli.config.validation import check_schedule, check_vocab, collect_problems, parallel_product
+from megatron_bridge_cli.config.range_checks import check_ranges
+from megatron_bridge_cli.config.strict import relax
+from megatron_bridge_cli.config.validation import (
+    check_schedule,
+    check_vocab,
+    collect_problems,
+    parallel_product,
+)
 from megatron_bridge_cli.errors import ValidationError
 
 __all__ = ["finalize", "validate", "BYTE_LEVEL_VOCAB_SIZE"]
@@ -104,14 +113,45 @@ def derive_run_length(cfg) -> None:
         s.wsd_decay_steps = s.lr_wsd_decay_samples
         warmup = s.lr_warmup_samples
     s.lr_warmup_steps = int(s.lr_warmup_fraction * s.lr_decay_steps) if s.lr_warmup_fraction is not None else warmup
+    _fit_warmup(cfg)
     if o.min_lr is None:
         o.min_lr = 0.0  # OptimizerParamScheduler asserts min_lr is a number
 
 
-def derive_vocab_and_data(cfg) -> None:
+_WARMUP_PATHS = ("scheduler.lr_warmup_iters", "scheduler.lr_warmup_samples", "scheduler.lr_warmup_fraction")
+
+
+def _fit_warmup(cfg) -> None:
+    """A recipe's warmup (set for a full-length run) that does not fit a short run becomes a
+    tenth of the decay, so a 10-iteration smoke run of any recipe works. A warmup the user set
+    explicitly is theirs: check_schedule reports it instead."""
+    s, t = cfg.scheduler, cfg.train
+    if s.lr_warmup_steps is None or s.lr_warmup_steps < s.lr_decay_steps or s.lr_decay_steps <= 0:
+        return
+    if any(p in cfg.explicit_paths for p in _WARMUP_PATHS):
+        return
+    if t.train_iters is not None:
+        unit, old = "iters", s.lr_warmup_iters
+        new = (s.lr_decay_steps // t.global_batch_size) // 10
+        s.lr_warmup_iters, s.lr_warmup_steps = new, new * t.global_batch_size
+    else:
+        unit, old = "samples", s.lr_warmup_samples
+        new = s.lr_decay_steps // 10
+        s.lr_warmup_samples, s.lr_warmup_steps = new, new
+    if s.lr_warmup_fraction is not None:
+        unit, old = "fraction", s.lr_warmup_fraction
+        s.lr_warmup_fraction = None
+    log.warning("the recipe's warmup (--scheduler.lr_warmup_%s=%s) does not fit this run's learning-rate decay; "
+                "warming up for %s %s instead (set it explicitly to choose)", unit, old, new,
+                "iterations" if t.train_iters is not None else "samples")
+
+
+def derive_vocab_and_data(cfg, tokenizer_vocab_size: Optional[int] = None) -> None:
     m, tok = cfg.model, cfg.tokenizer
     if m.vocab_size is None:
-        if tok.tokenizer_type == "ByteLevelTokenizer":
+        if tokenizer_vocab_size is not None:  # read from the tokenizer's files by the caller
+            m.vocab_size = tokenizer_vocab_size
+        elif tok.tokenizer_type == "ByteLevelTokenizer":
             m.vocab_size = BYTE_LEVEL_VOCAB_SIZE + tok.added_tokens()  # + T5 special tokens
         elif tok.tokenizer_type == "NullTokenizer" and tok.vocab_size is not None:
             m.vocab_size = tok.vocab_size + 1 + tok.added_tokens()  # + end-of-document (+ T5 special tokens)
@@ -129,13 +169,22 @@ def run_megatron_checks(cfg) -> list[str]:
     return problems
 
 
-def finalize(cfg, world_size: int = 1):
+def finalize(cfg, world_size: int = 1, tokenizer_vocab_size: Optional[int] = None):
     """Return a derived and validated copy of ``cfg`` for ``world_size`` ranks.
+
+    ``tokenizer_vocab_size``: the ids of the tokenizer's files (T5's special tokens included),
+    which this package does not load; an unset --model.vocab_size is derived from it. The
+    pre-flight (training/preflight.py ``prepare``) passes it.
 
     Raises ValidationError listing every problem found.
     """
     cfg = copy.deepcopy(cfg)
-    problems = collect_problems(cfg, world_size)
+    for section in [cfg] + [getattr(cfg, f.name) for f in dataclasses.fields(cfg)]:
+        relax(section)  # the finalized copy goes to megatron-core, which adds attributes of its own
+    out_of_range = check_ranges(cfg)
+    problems = out_of_range + collect_problems(cfg, world_size)
+    if out_of_range:  # derivations would compute with them (and fail obscurely)
+        raise ValidationError(problems)
     apply_mixed_precision(cfg)
     apply_comm_overlap(cfg)
     derive_moe(cfg)
@@ -146,7 +195,7 @@ def finalize(cfg, world_size: int = 1):
     if (t.train_iters is None) != (t.train_samples is None) and t.global_batch_size >= 1:
         derive_run_length(cfg)
         problems += check_schedule(cfg)
-    derive_vocab_and_data(cfg)
+    derive_vocab_and_data(cfg, tokenizer_vocab_size)
     problems += check_vocab(cfg)
     if not problems:  # megatron-core stops at its first problem: let ours speak first
         problems += run_megatron_checks(cfg)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
+from megatron_bridge_cli.config.strict import StrictFields
+
 __all__ = ["LoggerConfig"]
 
 
 @dataclass
-class LoggerConfig:
+class LoggerConfig(StrictFields):
     """Console, TensorBoard and W&B logging."""
 
     log_interval: int = 10
@@ -43,7 +45,11 @@ class LoggerConfig:
     """Folder for W&B's local files. None uses W&B's default."""
 
     timing_log_level: Literal[0, 1, 2] = 0
-    """Timer detail: 0 iteration time only, 1 plus major phases, 2 everything."""
+    """megatron-core timers, printed after each log line as (min, max) ms per iteration over ranks
+    (Megatron-LM's --timing-log-level): 0 only the line's iteration time; 1 adds forward-backward,
+    gradient all-reduces and the optimizer's phases; 2 also forward/backward compute, batch
+    loading and pipeline send/receive."""
 
     log_params_norm: bool = False
-    """Compute and log the parameters' L2 norm (costs an all-reduce)."""
+    """Add the L2 norm of all parameters to log lines ('params norm') and TensorBoard/W&B
+    ('params-norm'), as Megatron-LM does (costs a model-parallel all-reduce per logged step)."""

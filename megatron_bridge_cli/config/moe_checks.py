@@ -26,7 +26,10 @@ import logging
 
 import torch
 
-from megatron_bridge_cli.config.models.moe import GROUPED_GEMM_HINT, grouped_gemm_backend
+from megatron_bridge_cli.config.models.moe import (
+    GROUPED_GEMM_HINT,
+    grouped_gemm_backend,
+)
 from megatron_bridge_cli.config.models.provider import transformer_engine_available
 
 __all__ = ["check_moe", "derive_moe", "expert_data_parallel_size", "uses_gloo"]

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from megatron_bridge_cli.config.strict import StrictFields
+
 __all__ = ["LoRAConfig", "DoRAConfig", "PEFT_KINDS"]
 
 
 @dataclass
-class LoRAConfig:
+class LoRAConfig(StrictFields):
     """Low-rank adapters (Hu et al., 2021): W x + (alpha/dim) B A x, base weights frozen."""
 
     target_modules: list[str] = field(

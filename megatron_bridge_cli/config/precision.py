@@ -13,11 +13,13 @@ from typing import Callable, Literal, Optional
 
 import torch
 
+from megatron_bridge_cli.config.strict import StrictFields
+
 __all__ = ["MixedPrecisionConfig", "MIXED_PRECISION_PRESETS", "precision_assignments"]
 
 
 @dataclass
-class MixedPrecisionConfig:
+class MixedPrecisionConfig(StrictFields):
     """Training precision applied to model, optimizer and ddp at finalize()."""
 
     bf16: bool = False
@@ -33,10 +35,11 @@ class MixedPrecisionConfig:
     """dtype of activations sent between pipeline stages. None uses params_dtype."""
 
     autocast_enabled: bool = False
-    """Run the model under torch.autocast (instead of casting weights)."""
+    """Run each forward step under torch.autocast in autocast_dtype, weights staying in
+    params_dtype (sets model.enable_autocast). Needs a half autocast_dtype (bf16, fp16)."""
 
     autocast_dtype: Optional[torch.dtype] = None
-    """dtype of torch.autocast. None uses params_dtype."""
+    """dtype of torch.autocast (with autocast_enabled). None uses params_dtype."""
 
     grad_reduce_in_fp32: bool = True
     """Accumulate and all-reduce gradients in fp32."""
@@ -83,7 +86,8 @@ def precision_assignments(mp: MixedPrecisionConfig) -> list[tuple[str, str, obje
     pipeline_dtype = mp.pipeline_dtype or mp.params_dtype
     model = {
         "bf16": mp.bf16, "fp16": mp.fp16, "params_dtype": mp.params_dtype,
-        "pipeline_dtype": pipeline_dtype, "autocast_dtype": mp.autocast_dtype or mp.params_dtype,
+        "pipeline_dtype": pipeline_dtype, "enable_autocast": mp.autocast_enabled,
+        "autocast_dtype": mp.autocast_dtype or mp.params_dtype,
         "fp8": mp.fp8, "fp8_recipe": mp.fp8_recipe, "fp8_margin": mp.fp8_margin,
         "fp8_amax_history_len": mp.fp8_amax_history_len,
         "fp8_amax_compute_algo": mp.fp8_amax_compute_algo, "fp8_param": mp.fp8_param_gather,

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from megatron_bridge_cli.config.strict import StrictFields
+
 __all__ = ["ProfilingConfig", "PROFILING_KINDS"]
 
 
 @dataclass
-class ProfilingConfig:
+class ProfilingConfig(StrictFields):
     """Which profiler runs, over which steps, on which ranks."""
 
     use_nsys_profiler: bool = False

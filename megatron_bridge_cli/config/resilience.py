@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
+from megatron_bridge_cli.config.strict import StrictFields
+
 __all__ = [
     "RerunStateMachineConfig",
     "FaultToleranceConfig",
@@ -20,7 +22,7 @@ __all__ = [
 
 
 @dataclass
-class RerunStateMachineConfig:
+class RerunStateMachineConfig(StrictFields):
     """megatron-core's rerun state machine: re-run suspicious steps to tell faults from data."""
 
     rerun_mode: Literal["disabled", "validate_results", "report_stats"] = "disabled"
@@ -41,7 +43,7 @@ class RerunStateMachineConfig:
 
 
 @dataclass
-class FaultToleranceConfig:
+class FaultToleranceConfig(StrictFields):
     """Hang detection and job restart via nvidia-resiliency-ext's fault-tolerance package."""
 
     enable_ft_package: bool = True
@@ -64,7 +66,7 @@ class FaultToleranceConfig:
 
 
 @dataclass
-class StragglerDetectionConfig:
+class StragglerDetectionConfig(StrictFields):
     """Report ranks whose step time lags the others (megatron-core timers, no extra package)."""
 
     report_interval: int = 100
@@ -78,7 +80,7 @@ class StragglerDetectionConfig:
 
 
 @dataclass
-class NVRxStragglerDetectionConfig:
+class NVRxStragglerDetectionConfig(StrictFields):
     """Straggler detection of nvidia-resiliency-ext (GPU kernel timing)."""
 
     report_time_interval: float = 300.0
@@ -107,7 +109,7 @@ class NVRxStragglerDetectionConfig:
 
 
 @dataclass
-class InProcessRestartConfig:
+class InProcessRestartConfig(StrictFields):
     """Restart training inside the same processes after a fault (nvidia-resiliency-ext)."""
 
     active_world_size: Optional[int] = None

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from megatron_bridge_cli.config.strict import StrictFields
+
 __all__ = ["RNGConfig"]
 
 
 @dataclass
-class RNGConfig:
+class RNGConfig(StrictFields):
     """Seeds of Python, NumPy and torch, and megatron-core's model-parallel RNG tracker."""
 
     seed: int = 1234

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
+from megatron_bridge_cli.config.strict import StrictFields
+
 __all__ = ["SchedulerConfig"]
 
 
 @dataclass
-class SchedulerConfig:
+class SchedulerConfig(StrictFields):
     """Warmup and decay of the learning rate, and the weight-decay ramp.
 
     Lengths may be given in iterations or in samples (not both); finalize() converts them to

@@ -6,11 +6,13 @@ import signal
 from dataclasses import dataclass, field
 from typing import Optional
 
+from megatron_bridge_cli.config.strict import StrictFields
+
 __all__ = ["TrainingConfig"]
 
 
 @dataclass
-class TrainingConfig:
+class TrainingConfig(StrictFields):
     """Batch sizes, run length, evaluation cadence and exit conditions."""
 
     global_batch_size: int = 32

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import importlib.util
 
-from megatron_bridge_cli.config.models.mamba import MAMBA_INSTALL_HINT, MambaModelProvider, mamba_missing_packages
+from megatron_bridge_cli.config.models.mamba import (
+    MAMBA_INSTALL_HINT,
+    MambaModelProvider,
+    mamba_missing_packages,
+)
 from megatron_bridge_cli.config.models.provider import transformer_engine_available
 from megatron_bridge_cli.config.models.t5 import T5ModelProvider
 from megatron_bridge_cli.config.moe_checks import check_moe
 from megatron_bridge_cli.config.t5_checks import check_t5
+from megatron_bridge_cli.config.unsupported_checks import check_unsupported
+from megatron_bridge_cli.errors import ConfigError
+from megatron_bridge_cli.targets import resolve_target
 
 __all__ = ["collect_problems", "parallel_product", "check_vocab"]
 
@@ -63,7 +70,8 @@ def check_parallelism(cfg, world_size: int) -> list[str]:
 
 
 def check_batch(cfg, world_size: int) -> list[str]:
-    t, problems = cfg.train, []
+    t = cfg.train
+    problems: list[str] = []
     mp = parallel_product(cfg.model)
     if mp < 1 or world_size % mp:
         return problems  # reported by check_parallelism; DP is undefined
@@ -81,6 +89,11 @@ def check_batch(cfg, world_size: int) -> list[str]:
                 f"--train.{gbs_flag} ({gbs}) is not divisible by --train.{mbs_flag} ({mbs}) x "
                 f"data-parallel size ({dp} = world size {world_size} / TP x PP x CP {mp})"
             )
+    if cfg.model.pipeline_model_parallel_size > 1 and t.eval_micro_batch_size not in (None, t.micro_batch_size):
+        problems.append(
+            f"--train.eval_micro_batch_size ({t.eval_micro_batch_size}) must equal --train.micro_batch_size "
+            f"({t.micro_batch_size}) with pipeline parallelism (the pipeline's tensor shapes are fixed at setup)"
+        )
     return problems
 
 
@@ -159,13 +172,35 @@ def check_precision(cfg) -> list[str]:
     fp8 = cfg.model.fp8 or (mp is not None and mp.fp8)
     if fp8 and not transformer_engine_available():
         problems.append("FP8 (--mixed_precision.fp8 / --model.fp8) needs Transformer Engine: pip install '.[te]' on a GPU machine")
+    for name in ("fp8_quantizer_factory", "fp4_quantizer_factory"):
+        path = getattr(cfg.model, name, None)
+        if path:  # megatron-core imports and calls it: the same allow-list as YAML's _target_
+            try:
+                resolve_target(path, f"--model.{name}")
+            except ConfigError as e:
+                problems.append(str(e))
     if cfg.model.layer_spec == "transformer_engine" and not transformer_engine_available():
         problems.append("--model.layer_spec=transformer_engine needs Transformer Engine: pip install '.[te]', or use auto/local")
     return problems
 
 
+# Sections the config validates but the training loop does not act on yet. Training on while
+# ignoring them would silently do something else than asked (e.g. full finetuning for --peft).
+NOT_YET_DRIVEN = ("peft", "profiling", "ft", "straggler", "nvrx_straggler", "inprocess_restart")
+
+
+def check_driven(cfg) -> list[str]:
+    asked = [f"--{name}" for name in NOT_YET_DRIVEN if getattr(cfg, name) is not None]
+    if cfg.rerun_state_machine.rerun_mode != "disabled":
+        asked.append(f"--rerun_state_machine.rerun_mode={cfg.rerun_state_machine.rerun_mode}")
+    if not asked:
+        return []
+    return [f"{', '.join(asked)}: configured, but the training loop does not apply it yet; remove it "
+            "(e.g. --peft=null, --rerun_state_machine.rerun_mode=disabled) to train without it"]
+
+
 def check_features(cfg) -> list[str]:
-    problems = []
+    problems = check_driven(cfg)
     if cfg.peft is not None and not (cfg.checkpoint.pretrained_checkpoint or cfg.checkpoint.load):
         problems.append("--peft needs base weights: set --checkpoint.pretrained_checkpoint")
     p = cfg.profiling
@@ -208,4 +243,5 @@ def collect_problems(cfg, world_size: int) -> list[str]:
         + check_features(cfg)
         + check_t5(cfg)
         + check_moe(cfg, world_size)
+        + check_unsupported(cfg)
     )

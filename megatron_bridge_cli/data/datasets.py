@@ -16,89 +16,20 @@ DP size sees the same global batch.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import torch
 
-from megatron_bridge_cli.errors import ConfigError
+from megatron_bridge_cli.data.checks import parse_blend
 
-__all__ = ["DataIterators", "build_datasets", "build_iterators", "check_data_paths", "split_blend", "dataset_sizes"]
+__all__ = ["DataIterators", "build_datasets", "build_iterators", "split_blend", "dataset_sizes"]
 
 
 def split_blend(paths: Optional[list[str]]) -> Optional[tuple[list[str], Optional[list[float]]]]:
-    """``['0.3 a 0.7 b']`` or ``['0.3', 'a', '0.7', 'b']`` or ``['a', 'b']`` -> megatron-core blend."""
-    if not paths:
-        return None
-    from megatron.core.datasets.utils import get_blend_from_list
-
-    tokens = [t for p in paths for t in str(p).split()]
-    return get_blend_from_list(tokens)
-
-
-def check_data_paths(cfg) -> None:
-    """Raise ConfigError naming the flag when an indexed dataset prefix lacks its files."""
-    d = cfg.dataset
-    if d.uses_mock_data():
-        return
-    missing = []
-    for flag in ("data_path", "train_data_path", "valid_data_path", "test_data_path"):
-        blend = split_blend(getattr(d, flag))
-        for prefix in blend[0] if blend else []:
-            for ext in (".bin", ".idx"):
-                if not os.path.isfile(prefix + ext):
-                    missing.append(f"--dataset.{flag}: {prefix + ext} does not exist")
-    if missing:
-        raise ConfigError(
-            "; ".join(missing)
-            + " (a prefix names PREFIX.bin and PREFIX.idx; build them with scripts/preprocess_data.py)"
-        )
-    _check_split_not_empty(cfg)
-
-
-def _check_split_not_empty(cfg) -> None:
-    """A split that gets no whole document of a prefix makes megatron-core's GPTDataset loop
-    forever (its epoch count never reaches the requested tokens): refuse it up front. T5's
-    sample mapping loops the same way over documents it cannot use (data/t5_data.py)."""
-    from megatron.core.datasets.blended_megatron_dataset_config import parse_and_normalize_split
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
-
-    from megatron_bridge_cli.config.data import T5DatasetConfig
-
-    d, t = cfg.dataset, cfg.train
-    t5 = isinstance(d, T5DatasetConfig)
-    if t5:
-        from megatron_bridge_cli.data.t5_data import usable_documents
-    needed = [True, t.eval_iters > 0, t.eval_iters > 0]
-    names = ["training", "validation", "test"]
-    what = "document T5 can sample from (one sentence, or sentences of at most 512 tokens)" if t5 else "document"
-    blend = split_blend(d.data_path)
-    ranges = []  # (flag, prefix, split index or None for the whole file, (lo, hi))
-    if blend:
-        weights = parse_and_normalize_split(d.split)
-        acc = 0.0
-        for i, w in enumerate(weights[:3]):
-            ranges += [("data_path", prefix, i, (acc, acc + w)) for prefix in blend[0] if needed[i] and w > 0]
-            acc += w
-    elif t5:
-        for i, flag in enumerate(("train_data_path", "valid_data_path", "test_data_path")):
-            per = split_blend(getattr(d, flag))
-            ranges += [(flag, prefix, None, (0.0, 1.0)) for prefix in (per[0] if per and needed[i] else [])]
-    for flag, prefix, i, (lo, hi) in ranges:
-        indexed = IndexedDataset(prefix, mmap=True)
-        docs = len(indexed.document_indices) - 1
-        first, last = int(round(lo * docs)), int(round(hi * docs))
-        usable = int(usable_documents(indexed)[first:last].sum()) if t5 else last - first
-        if usable >= 1:
-            continue
-        if i is None:
-            raise ConfigError(f"--dataset.{flag}: {prefix} ({docs} documents) has no {what}; "
-                              "preprocess it with scripts/preprocess_data.py --split-sentences")
-        raise ConfigError(
-            f"--dataset.split={d.split!r} leaves the {names[i]} split of {prefix} ({docs} documents) "
-            f"without a {what}; give it a larger share (e.g. --dataset.split=90,5,5) or more documents"
-        )
+    """``['0.3 a 0.7 b']`` or ``['0.3', 'a', '0.7', 'b']`` or ``['a', 'b']`` -> megatron-core blend
+    (validated by data/checks.py before a run gets here)."""
+    return parse_blend(paths)
 
 
 def dataset_sizes(cfg) -> list[int]:
@@ -128,12 +59,14 @@ def _blends(d) -> dict:
 def _source_kwargs(d, tokenizer) -> dict:
     """What every megatron-core dataset config takes from the dataset section: seed, length,
     where the data is (or mock), the index cache, and the tokenizer."""
-    return dict(random_seed=d.random_seed, sequence_length=d.sequence_length, **_blends(d),
+    return dict(random_seed=d.random_seed, sequence_length=d.sample_length, **_blends(d),
                 path_to_cache=d.path_to_cache, mmap_bin_files=d.mmap_bin_files, tokenizer=tokenizer)
 
 
 def _megatron_dataset_config(cfg, tokenizer):
-    from megatron.core.datasets.gpt_dataset import GPTDatasetConfig as McoreGPTDatasetConfig
+    from megatron.core.datasets.gpt_dataset import (
+        GPTDatasetConfig as McoreGPTDatasetConfig,
+    )
 
     d = cfg.dataset
     return McoreGPTDatasetConfig(
@@ -148,7 +81,9 @@ def _megatron_dataset_config(cfg, tokenizer):
 def build_datasets(cfg, tokenizer, needs_data: bool):
     """[train, valid, test] megatron-core datasets (None where a split is empty or this rank
     needs no data). Collective: every rank must call it (the builder synchronizes ranks)."""
-    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    from megatron.core.datasets.blended_megatron_dataset_builder import (
+        BlendedMegatronDatasetBuilder,
+    )
     from megatron.core.datasets.gpt_dataset import GPTDataset, MockGPTDataset
 
     from megatron_bridge_cli.config.data import T5DatasetConfig
@@ -187,7 +122,8 @@ class _GlobalBatchSampler:
             start += step
 
 
-def _loader(dataset, consumed: int, micro_batch: int, dp_rank: int, dp_size: int, cyclic: bool, num_workers: int):
+def _loader(dataset, consumed: int, micro_batch: int, dp_rank: int, dp_size: int, cyclic: bool, num_workers: int,
+            pin_memory: bool = False):
     if dataset is None or len(dataset) == 0:
         return None
     sampler = _GlobalBatchSampler(len(dataset), consumed, micro_batch, dp_rank, dp_size, cyclic)
@@ -195,7 +131,7 @@ def _loader(dataset, consumed: int, micro_batch: int, dp_rank: int, dp_size: int
         dataset,
         batch_sampler=sampler,
         num_workers=num_workers,
-        pin_memory=False,  # batches are moved with non_blocking copies only on GPU
+        pin_memory=pin_memory,  # pinned batches make the loop's non_blocking copies to the GPU asynchronous
         persistent_workers=False,
         # Its own generator: creating an iterator draws a worker seed, which must not move the
         # global RNG (a resumed run creates its iterators at a different point).
@@ -221,7 +157,9 @@ def _split_present(cfg, index: int) -> bool:
     d = cfg.dataset
     if d.train_data_path or d.valid_data_path or d.test_data_path:
         return bool([d.train_data_path, d.valid_data_path, d.test_data_path][index])
-    from megatron.core.datasets.blended_megatron_dataset_config import parse_and_normalize_split
+    from megatron.core.datasets.blended_megatron_dataset_config import (
+        parse_and_normalize_split,
+    )
 
     weights = parse_and_normalize_split(d.split)
     return index < len(weights) and weights[index] > 0
@@ -238,11 +176,14 @@ def build_iterators(cfg, datasets, chunk_needs_data: list[bool], consumed_train:
     t, d = cfg.train, cfg.dataset
     eval_mbs = t.eval_micro_batch_size or t.micro_batch_size
     workers = d.num_workers
+    # --dataset.pin_memory works with CUDA only: without it there is no device to pin for (torch
+    # would warn on every loader and pin nothing), so it is off, as documented.
+    pin = d.pin_memory and torch.cuda.is_available()
     train_ds, valid_ds, test_ds = datasets
 
     def per_chunk(ds, consumed, mbs, cyclic):
         return [
-            _loader(ds, consumed, mbs, dp_rank, dp_size, cyclic, workers) if needs else None
+            _loader(ds, consumed, mbs, dp_rank, dp_size, cyclic, workers, pin) if needs else None
             for needs in chunk_needs_data
         ]
 

@@ -33,7 +33,7 @@ def t5_dataset_config(cfg, source: dict) -> T5MaskedWordPieceDatasetConfig:
     d = cfg.dataset
     return T5MaskedWordPieceDatasetConfig(
         **source,
-        sequence_length_decoder=d.decoder_sequence_length,
+        sequence_length_decoder=d.decoder_sample_length,
         masking_probability=d.masking_probability,
         short_sequence_probability=d.short_sequence_probability,
         masking_max_ngram=d.masking_max_ngram,

@@ -7,6 +7,7 @@ megatron-core's GPTDataset reads ``tokenizer.eod`` (document separator), ``vocab
 from __future__ import annotations
 
 import logging
+import os
 from typing import Optional
 
 import numpy
@@ -19,7 +20,8 @@ from megatron_bridge_cli.errors import ConfigError
 # exactly this interface in 0.16, so the warning says nothing the user can act on.
 logging.getLogger("megatron.core.datasets.megatron_tokenizer").setLevel(logging.ERROR)
 
-__all__ = ["ByteLevelTokenizer", "NullTokenizer", "HuggingFaceTokenizer", "build_tokenizer", "with_sentinels"]
+__all__ = ["ByteLevelTokenizer", "NullTokenizer", "HuggingFaceTokenizer", "build_tokenizer", "with_sentinels",
+           "tokenizer_problems", "tokenizer_vocab_size"]
 
 
 class ByteLevelTokenizer(MegatronLegacyTokenizer):
@@ -91,7 +93,8 @@ class HuggingFaceTokenizer(MegatronLegacyTokenizer):
         except ImportError:
             raise ConfigError("--tokenizer.tokenizer_type=HuggingFaceTokenizer needs `pip install transformers`") from None
         try:
-            self._tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            # local_files_only: a folder, or a name already in the local HF cache; never a download
+            self._tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
         except OSError as e:
             raise ConfigError(f"--tokenizer.tokenizer_model={path!r} cannot be loaded: {e}") from None
 
@@ -141,11 +144,87 @@ def build_tokenizer(cfg: TokenizerConfig, model_vocab_size: Optional[int] = None
         if ids < 1:
             raise ConfigError("NullTokenizer needs --tokenizer.vocab_size or --model.vocab_size")
         base = NullTokenizer(ids)
+    elif cfg.tokenizer_type in FILE_TOKENIZERS:
+        base = _file_tokenizer(cfg)
     elif not cfg.tokenizer_model:
         raise ConfigError("--tokenizer.tokenizer_type=HuggingFaceTokenizer needs --tokenizer.tokenizer_model")
     else:
         base = HuggingFaceTokenizer(cfg.tokenizer_model, cfg.trust_remote_code)
     return with_sentinels(base, cfg, model_vocab_size) if cfg.vocab_extra_ids > 0 else base
+
+
+# tokenizer_type -> the flags naming its files
+FILE_TOKENIZERS = {
+    "SentencePieceTokenizer": ("tokenizer_model",),
+    "GPT2BPETokenizer": ("vocab_file", "merge_file"),
+    "TikTokenizer": ("tokenizer_model",),
+}
+
+
+def _file_tokenizer(cfg: TokenizerConfig) -> MegatronLegacyTokenizer:
+    from megatron_bridge_cli.data import file_tokenizers as F
+
+    if cfg.tokenizer_type == "SentencePieceTokenizer":
+        return F.SentencePieceTokenizer(cfg.tokenizer_model)
+    if cfg.tokenizer_type == "GPT2BPETokenizer":
+        return F.GPT2BPETokenizer(cfg.vocab_file, cfg.merge_file)
+    return F.TikTokenizer(cfg.tokenizer_model, cfg.tiktoken_pattern)
+
+
+def _file_flag_problems(cfg: TokenizerConfig) -> list[str]:
+    """Each file flag the tokenizer type needs: set, and naming an existing file."""
+    from megatron_bridge_cli.data.file_tokenizers import file_problem
+
+    problems, kind = [], cfg.tokenizer_type
+    for name in FILE_TOKENIZERS.get(kind, ()):
+        problem = file_problem(kind, name, getattr(cfg, name))
+        if problem and name == "merge_file" and not cfg.merge_file and cfg.tokenizer_model:
+            folder = cfg.tokenizer_model  # the files given the HuggingFace way, as one folder
+            problem += (f" (--tokenizer.tokenizer_model is not read by it; for the files in {folder}: "
+                        f"--tokenizer.vocab_file={os.path.join(folder, 'vocab.json')} "
+                        f"--tokenizer.merge_file={os.path.join(folder, 'merges.txt')})")
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def tokenizer_vocab_size(cfg: TokenizerConfig) -> Optional[int]:
+    """Ids of the tokenizer ``cfg`` names, T5's special tokens included: what the model's
+    vocabulary must hold. None where the tokenizer takes its size from the model (NullTokenizer
+    without --tokenizer.vocab_size). Raises ConfigError when it cannot be loaded."""
+    if cfg.tokenizer_type == "NullTokenizer" and cfg.vocab_size is None:
+        return None
+    return build_tokenizer(cfg).vocab_size
+
+
+def _source(cfg: TokenizerConfig) -> str:
+    names = FILE_TOKENIZERS.get(cfg.tokenizer_type) or (("tokenizer_model",) if cfg.tokenizer_model else ())
+    files = " ".join(f"--tokenizer.{n}={getattr(cfg, n)}" for n in names)
+    return f"--tokenizer.tokenizer_type={cfg.tokenizer_type}{' ' + files if files else ''}"
+
+
+def tokenizer_problems(cfg, finalized: bool = True) -> list[str]:
+    """Pre-flight check of ``cfg``'s tokenizer: its files exist and load, and the model's
+    vocabulary (``--model.vocab_size``) holds every id it produces. Loads the tokenizer (no
+    network), so it runs with the file checks rather than in the config package."""
+    tok, m = cfg.tokenizer, cfg.model
+    problems = _file_flag_problems(tok)
+    if problems:
+        return problems
+    try:
+        size = tokenizer_vocab_size(tok)
+    except ConfigError as e:
+        return [str(e)]
+    if size is None:
+        return []
+    if m.vocab_size is not None and m.vocab_size < size:
+        return [f"--model.vocab_size {m.vocab_size} < the tokenizer's {size} tokens ({_source(tok)}"
+                f"{f', with --tokenizer.vocab_extra_ids={tok.vocab_extra_ids}' if tok.vocab_extra_ids else ''}): "
+                "the embedding needs a row for every id; raise it or leave it unset to take the tokenizer's"]
+    if m.vocab_size is None and finalized:  # finalize had no way to learn the size
+        return [f"the model's vocabulary size is unknown: set --model.vocab_size={size} (the tokenizer's "
+                f"{size} tokens, {_source(tok)})"]
+    return []
 
 
 def with_sentinels(tokenizer: MegatronLegacyTokenizer, cfg: TokenizerConfig,

@@ -4,61 +4,58 @@
       latest_checkpointed_iteration.txt     "20": written last, atomically
       iter_0000020/                         dist_checkpointing files + run_config.yaml
 
-A checkpoint is written into ``iter_0000020.tmp`` and renamed once every rank has finished, and
-only then does the tracker file move forward (write to a temporary name, ``os.replace``). A crash
-mid-save therefore leaves the previous checkpoint as the latest one. ``run_config.yaml`` inside
-each checkpoint is the user's (unfinalized) configuration: what reproduces the run.
+Crash safety: every moment of a save leaves the tracker naming a complete checkpoint, and no
+folder under a checkpoint's name is ever partial (the kill -9 chain of
+tests/integration/test_crash_safety.py checks it):
+- a checkpoint is written into ``iter_0000020.tmp``, its files flushed to disk, and renamed once
+  every rank has finished (a save killed before that leaves a ``.tmp`` the next save removes);
+- saved again under the same name (after loading an older one), it is swapped in by one
+  atomic exchange of the two folders, since the tracker may name it;
+- only then does the tracker move (written to a temporary name, fsynced, ``os.replace``);
+- ``most_recent_k`` pruning first renames a folder out of the ``iter_`` namespace
+  (``iter_0000010.deleting``), then deletes it.
+``run_config.yaml`` inside each checkpoint is the user's (unfinalized) configuration: what
+reproduces the run. Loading is checkpoint_load.py; what the files say, checkpoint_files.py.
 
-What is saved: model chunks (``model`` or ``model0``, ``model1``, ... with virtual pipeline
-stages), optimizer (the distributed optimizer as ``dp_reshardable``), scheduler, the RNG states
-of each (pipeline, tensor) rank, and the data position (consumed samples). Tensors are sharded
-with their global shapes, so a checkpoint loads under another TP/PP/DP layout; the distributed
-optimizer's ``dp_reshardable`` state only under another DP size (load with
-``--checkpoint.load_optim=false`` to change TP/PP/EP then); the other optimizers' state under
-another expert-parallel size too (training/optim_layout.py). RNG states load only under the same
-TP/PP layout (like Megatron-LM), since they belong to ranks.
+What is saved (checkpoint_state.py): model chunks, optimizer (the distributed optimizer as
+``dp_reshardable``), scheduler, the RNG states of each (pipeline, tensor) rank, and the data
+position (consumed samples). Tensors are sharded with their global shapes, so a checkpoint loads
+under another TP/PP/DP layout; the distributed optimizer's ``dp_reshardable`` state only under
+another DP size (load with ``--checkpoint.load_optim=false`` to change TP/PP/EP then); the other
+optimizers' state under another expert-parallel size too (training/optim_layout.py). RNG states
+load only under the same TP/PP layout (like Megatron-LM), since they belong to ranks.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import shutil
 from dataclasses import asdict
 from typing import Optional
 
-import numpy
 import torch
 
 from megatron_bridge_cli.errors import ConfigError
-from megatron_bridge_cli.training.optim_layout import adopt_own_commons, optimizer_count, own_commons, saved_step
-from megatron_bridge_cli.training.setup import Built, TrainingState, on_cpu, unwrap
+from megatron_bridge_cli.training.checkpoint_files import (
+    TRACKER, checkpoint_problems, iteration_dir, read_tracker, saved_iterations,
+)
+from megatron_bridge_cli.training.checkpoint_load import load_checkpoint
+from megatron_bridge_cli.training.checkpoint_state import (
+    FORMAT_VERSION, RUN_CONFIG, layout, optim_metadata, rank0_print, sharded_state_dict,
+)
+from megatron_bridge_cli.training.optim_layout import optimizer_count
+from megatron_bridge_cli.training.setup import Built, on_cpu
 
-__all__ = ["TRACKER", "checkpoint_dir_to_load", "check_load_paths", "save_checkpoint", "load_checkpoint",
+__all__ = ["TRACKER", "checkpoint_dir_to_load", "checkpoint_problems", "check_load_paths", "load_checkpoint",
            "Checkpointer", "iteration_dir"]
 
 log = logging.getLogger(__name__)
 
-TRACKER = "latest_checkpointed_iteration.txt"
-RUN_CONFIG = "run_config.yaml"
-FORMAT_VERSION = 1
-
-
-def iteration_dir(root: str, iteration: int) -> str:
-    return os.path.join(root, f"iter_{iteration:07d}")
-
-
-def _read_tracker(root: str) -> Optional[int]:
-    path = os.path.join(root, TRACKER)
-    if not os.path.isfile(path):
-        return None
-    text = open(path).read().strip()
-    return 0 if text == "release" else int(text)
-
 
 def checkpoint_dir_to_load(root: Optional[str], step: Optional[int] = None) -> Optional[str]:
-    """The checkpoint folder ``root`` points at (its latest, or iteration ``step``), or None."""
+    """The folder ``root`` points at (the tracker's iteration, or ``step``), or None; whether it
+    can be loaded is checkpoint_problems' question (load_checkpoint goes through resolve)."""
     if not root:
         return None
     if os.path.isfile(os.path.join(root, "metadata.json")):
@@ -66,103 +63,35 @@ def checkpoint_dir_to_load(root: Optional[str], step: Optional[int] = None) -> O
     if step is not None:
         path = iteration_dir(root, step)
         return path if os.path.isdir(path) else None
-    it = _read_tracker(root)
+    it = read_tracker(root)[1]
     return None if it is None else iteration_dir(root, it)
 
 
 def check_load_paths(cfg) -> None:
-    """Config mistakes about what to load, raised before any process-group work."""
-    ck = cfg.checkpoint
-    if ck.load and checkpoint_dir_to_load(ck.load, ck.ckpt_step) is None:
-        if ck.ckpt_step is not None:
-            raise ConfigError(
-                f"--checkpoint.ckpt_step={ck.ckpt_step}: {iteration_dir(ck.load, ck.ckpt_step)} does not exist"
-            )
-        if ck.exit_on_missing_checkpoint:
-            raise ConfigError(
-                f"--checkpoint.load={ck.load} holds no checkpoint ({TRACKER} is missing) and "
-                f"--checkpoint.exit_on_missing_checkpoint is set"
-            )
-    if ck.pretrained_checkpoint and checkpoint_dir_to_load(ck.pretrained_checkpoint) is None:
-        raise ConfigError(
-            f"--checkpoint.pretrained_checkpoint={ck.pretrained_checkpoint} holds no checkpoint "
-            f"(neither {TRACKER} nor an iter_NNNNNNN folder with metadata.json)"
-        )
-
-
-# --------------------------------------------------------------------------- state dicts
-def _optim_metadata(cfg) -> dict:
-    meta = {"chained_optim_avoid_prefix": True}
-    if cfg.optimizer.use_distributed_optimizer:
-        meta["distrib_optim_sharding_type"] = "dp_reshardable"
-    return meta
-
-
-def _rng_sharded_object(state: Optional[dict] = None):
-    """This rank's RNG states as a ShardedObject of global shape (PP, TP), replicated over DP."""
-    from megatron.core import parallel_state as ps
-    from megatron.core import tensor_parallel
-    from megatron.core.dist_checkpointing import ShardedObject
-
-    if state is None:
-        state = {
-            "random": random.getstate(),
-            "np": numpy.random.get_state(),
-            "torch": torch.get_rng_state(),
-            "cuda": None if on_cpu() else torch.cuda.get_rng_state(),
-            "tracker": tensor_parallel.get_cuda_rng_tracker().get_states(),
-        }
-    return ShardedObject(
-        "rng_state", state,
-        (ps.get_pipeline_model_parallel_world_size(), ps.get_tensor_model_parallel_world_size()),
-        (ps.get_pipeline_model_parallel_rank(), ps.get_tensor_model_parallel_rank()),
-        replica_id=ps.get_data_parallel_rank(with_context_parallel=True),
-    )
-
-
-def _restore_rng(state: dict) -> None:
-    from megatron.core import tensor_parallel
-
-    random.setstate(state["random"])
-    numpy.random.set_state(state["np"])
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and not on_cpu():
-        torch.cuda.set_rng_state(state["cuda"])
-    tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
-
-
-def _model_keys(model: list) -> list[str]:
-    return ["model"] if len(model) == 1 else [f"model{i}" for i in range(len(model))]
-
-
-def _layout(cfg) -> dict:
-    m = cfg.model
-    return {
-        "tensor_model_parallel_size": m.tensor_model_parallel_size,
-        "pipeline_model_parallel_size": m.pipeline_model_parallel_size,
-        "virtual_pipeline_model_parallel_size": m.virtual_pipeline_model_parallel_size,
-        "data_parallel_size": cfg.train.data_parallel_size,
-        "expert_model_parallel_size": getattr(m, "expert_model_parallel_size", 1),
-    }
-
-
-def _fused_adam_available() -> bool:
-    """Whether megatron-core's optimizer uses Apex/TE's fused Adam (its well-trodden load path)."""
-    from megatron.core.optimizer import distrib_optimizer
-
-    return bool(getattr(distrib_optimizer, "HAVE_APEX_OR_TE", False))
-
-
-def _sharded_state_dict(cfg, built: Built, *, optim: bool, rng: bool, is_loading: bool) -> dict:
-    sd = {key: unwrap(chunk).sharded_state_dict() for key, chunk in zip(_model_keys(built.model), built.model)}
-    if optim:
-        sd["optimizer"] = built.optimizer.sharded_state_dict(sd, is_loading=is_loading, metadata=_optim_metadata(cfg))
-    if rng:
-        sd["rng_state"] = _rng_sharded_object()
-    return sd
+    """checkpoint_problems(cfg) raised as one ConfigError (kept for callers of the old name)."""
+    problems = checkpoint_problems(cfg)
+    if problems:
+        raise ConfigError(" ".join(problems) if len(problems) == 1 else "; ".join(problems))
 
 
 # --------------------------------------------------------------------------- save
+def _in_process_write_results() -> None:
+    """Give megatron-core's checkpoint writer an in-process queue for its results (sync saves).
+
+    Its default is a multiprocessing Manager queue, started with 'spawn' at the first save: a
+    fresh interpreter per rank, which cost ~2.5 s per job on CPU and was a process of its own
+    that outlived a SIGKILLed worker. It exists for async saves, whose writer runs in another
+    process; a synchronous save writes and collects in this process, so a plain queue is
+    enough. Where megatron-core has no such global (another version), nothing changes.
+    """
+    import queue
+
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    if getattr(filesystem_async, "_results_queue", False) is None:
+        filesystem_async._results_queue = queue.Queue()
+
+
 class Checkpointer:
     """Saves checkpoints (sync, or async where megatron-core supports it: CUDA builds)."""
 
@@ -173,11 +102,13 @@ class Checkpointer:
         if ck.async_save:
             if on_cpu():
                 # megatron-core's async writer divides by torch.cuda.device_count() (0 on CPU).
-                _rank0_print("warning: --checkpoint.async_save needs CUDA; saving synchronously on CPU")
+                rank0_print("warning: --checkpoint.async_save needs CUDA; saving synchronously on CPU")
             else:
                 from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
 
                 self.async_queue = AsyncCallsQueue()
+        if self.async_queue is None:
+            _in_process_write_results()
         self._strategy = None
 
     def _save_strategy(self):
@@ -208,13 +139,13 @@ class Checkpointer:
             shutil.rmtree(tmp, ignore_errors=True)  # left by a crash during an earlier save
             os.makedirs(tmp)
         torch.distributed.barrier()
-        sd = _sharded_state_dict(cfg, built, optim=ck.save_optim, rng=ck.save_rng, is_loading=False)
+        sd = sharded_state_dict(cfg, built, optim=ck.save_optim, rng=ck.save_rng, is_loading=False)
         sd["opt_param_scheduler"] = built.scheduler.state_dict()
         sd["train_state"] = asdict(built.state)
         sd["checkpoint_meta"] = {
-            "format_version": FORMAT_VERSION, "layout": _layout(cfg),
+            "format_version": FORMAT_VERSION, "layout": layout(cfg),
             "has_optimizer": ck.save_optim, "has_rng": ck.save_rng, "optimizers": optimizer_count(built.optimizer),
-            "optimizer_metadata": _optim_metadata(cfg),
+            "optimizer_metadata": optim_metadata(cfg),
         }
         finish = lambda: self._commit(tmp, final, it)  # noqa: E731
         if self.async_queue is not None:
@@ -226,16 +157,19 @@ class Checkpointer:
         torch.distributed.barrier()
         finish()
         torch.distributed.barrier()
-        _rank0_print(f"  successfully saved checkpoint at iteration {it:7d} to {root}")
+        rank0_print(f"  successfully saved checkpoint at iteration {it:7d} to {root}")
 
     def _commit(self, tmp: str, final: str, iteration: int) -> None:
         """Rank 0: config inside, rename into place, then the tracker, then pruning."""
         if torch.distributed.get_rank() != 0:
             return
         self.user_cfg.to_yaml(os.path.join(tmp, RUN_CONFIG))
-        if os.path.isdir(final):  # the same iteration saved again (e.g. after a resume)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        _fsync_tree(tmp)
+        if os.path.isdir(final):  # the same iteration saved again (after loading an older one)
+            _exchange(tmp, final)  # the tracker may name `final`: it must never be missing
+            shutil.rmtree(tmp, ignore_errors=True)  # now the old copy
+        else:
+            os.replace(tmp, final)
         root = os.path.dirname(final)
         tracker_tmp = os.path.join(root, TRACKER + ".tmp")
         with open(tracker_tmp, "w") as f:
@@ -243,19 +177,26 @@ class Checkpointer:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tracker_tmp, os.path.join(root, TRACKER))
+        _fsync_dir(root)  # the renames themselves survive a power cut, not just a killed process
         self._prune(root, iteration)
 
     def _prune(self, root: str, latest: int) -> None:
+        """Keep the newest ``most_recent_k``. Each old folder is first renamed out of the
+        ``iter_NNNNNNN`` namespace (atomic), then deleted: a kill during the deletion leaves a
+        ``.deleting`` folder (removed by the next prune), never a half-deleted checkpoint under a
+        checkpoint's name."""
+        for name in os.listdir(root):
+            if name.endswith(".deleting"):
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
         k = self.cfg.checkpoint.most_recent_k
         if k is None or k < 0:
             return
-        done = sorted(
-            int(name[len("iter_"):]) for name in os.listdir(root)
-            if name.startswith("iter_") and name[len("iter_"):].isdigit()
-        )
+        done = sorted(i for i in saved_iterations(root) if i <= latest)
         for it in done[: max(0, len(done) - max(k, 1))]:
             if it != latest:
-                shutil.rmtree(iteration_dir(root, it), ignore_errors=True)
+                doomed = iteration_dir(root, it) + ".deleting"
+                os.replace(iteration_dir(root, it), doomed)
+                shutil.rmtree(doomed, ignore_errors=True)
 
     def poll(self, blocking: bool = False) -> None:
         """Finish async saves that are done (all ranks must call it)."""
@@ -269,85 +210,47 @@ class Checkpointer:
             self.async_queue = None
 
 
-# --------------------------------------------------------------------------- load
-def load_checkpoint(cfg, built: Built) -> Optional[str]:
-    """Load what ``--checkpoint.load`` / ``pretrained_checkpoint`` name into ``built``.
-
-    Resume (load): model, optimizer, scheduler, RNG, iteration and consumed samples.
-    ``finetune`` or ``pretrained_checkpoint``: model weights only, from iteration 0.
-    Returns the folder loaded, or None when starting from scratch.
-    """
-    from megatron.core import dist_checkpointing
-    from megatron.core.dist_checkpointing.serialization import get_default_load_sharded_strategy
-    from megatron.core.dist_checkpointing.strategies.fully_parallel import FullyParallelLoadStrategyWrapper
-    from megatron.core import parallel_state as ps
-
-    ck = cfg.checkpoint
-    path = checkpoint_dir_to_load(ck.load, ck.ckpt_step)
-    model_only = ck.finetune
-    if path is None and ck.pretrained_checkpoint:
-        path, model_only = checkpoint_dir_to_load(ck.pretrained_checkpoint), True
-    if path is None:
-        if ck.load:
-            _rank0_print(f"no checkpoint in {ck.load}: training from scratch")
-        return None
-    common = dist_checkpointing.load_common_state_dict(path)
-    meta = common.get("checkpoint_meta", {})
-    saved = meta.get("layout", {})
-    same_tp_pp = all(
-        saved.get(k) == _layout(cfg)[k] for k in ("tensor_model_parallel_size", "pipeline_model_parallel_size")
-    )
-    load_optim = ck.load_optim and not model_only and meta.get("has_optimizer", True)
-    same_ep = saved.get("expert_model_parallel_size", 1) == _layout(cfg)["expert_model_parallel_size"]
-    if load_optim and cfg.optimizer.use_distributed_optimizer and not (same_tp_pp and same_ep):
-        raise RuntimeError(
-            f"{path} was saved with TP={saved.get('tensor_model_parallel_size')}, "
-            f"PP={saved.get('pipeline_model_parallel_size')}, EP={saved.get('expert_model_parallel_size', 1)}; "
-            f"the distributed optimizer's state reshards only across data-parallel sizes. Load with "
-            f"--checkpoint.load_optim=false to change TP/PP/EP."
-        )
-    if load_optim and cfg.optimizer.use_distributed_optimizer and not _fused_adam_available():
-        # megatron-core 0.16.1's DistributedOptimizer restores torch.optim.Adam state (the path
-        # without Apex/TE) wrongly: state_dict() asserts on the lazily created 'step', and once
-        # forced past that, the resumed losses drift from the uninterrupted run's. Refuse rather
-        # than resume with a wrong optimizer state.
-        raise ConfigError(
-            f"resuming the distributed optimizer's state from {path} needs Transformer Engine or Apex "
-            "(fused Adam; pip install '.[te]' on a GPU machine); without them, load the weights only with "
-            "--checkpoint.load_optim=false, or train with --optimizer.use_distributed_optimizer=false"
-        )
-    load_rng = ck.load_rng and not model_only and meta.get("has_rng", True) and same_tp_pp
-    if ck.load_rng and not model_only and not same_tp_pp:
-        _rank0_print("note: the checkpoint's TP/PP layout differs from this run's: RNG states not restored")
-    sd = _sharded_state_dict(cfg, built, optim=load_optim, rng=load_rng, is_loading=True)
-    # Saved with another number of sub-optimizers (EP > 1 <-> EP = 1): see optim_layout.py.
-    regroup = load_optim and meta.get("optimizers", optimizer_count(built.optimizer)) != optimizer_count(built.optimizer)
-    commons = own_commons(sd["optimizer"]) if regroup else None
-    strategy = None
-    if ck.fully_parallel_load and ps.get_data_parallel_world_size(with_context_parallel=True) > 1:
-        strategy = FullyParallelLoadStrategyWrapper(
-            get_default_load_sharded_strategy(path), ps.get_data_parallel_group(with_context_parallel=True)
-        )
-    loaded = dist_checkpointing.load(sd, path, strategy, strict=ck.dist_ckpt_strictness)
-    for key, chunk in zip(_model_keys(built.model), built.model):
-        chunk.load_state_dict(loaded[key], strict=True)
-    if load_optim:
-        if regroup:
-            loaded["optimizer"] = adopt_own_commons(loaded["optimizer"], commons, saved_step(common.get("optimizer")))
-        built.optimizer.load_state_dict(loaded["optimizer"])
-    else:
-        built.optimizer.reload_model_params()  # main (fp32) params from the loaded weights
-    if load_rng:
-        _restore_rng(loaded["rng_state"])
-    if not model_only:
-        built.scheduler.load_state_dict(common["opt_param_scheduler"])
-        built.state = TrainingState(**common["train_state"])
-    torch.distributed.barrier()
-    what = "model weights" if model_only else f"iteration {built.state.iteration}"
-    _rank0_print(f"  loaded checkpoint {path} ({what})")
-    return path
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems do not fsync folders
+        pass
+    finally:
+        os.close(fd)
 
 
-def _rank0_print(msg: str) -> None:
-    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
-        print(msg, flush=True)
+def _fsync_tree(path: str) -> None:
+    """Flush a finished checkpoint's files to disk before it is renamed into place: after a
+    power cut the tracker must not name a folder whose data never left the page cache."""
+    for name in os.listdir(path):
+        full = os.path.join(path, name)
+        if os.path.isfile(full):
+            fd = os.open(full, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    _fsync_dir(path)
+
+
+def _exchange(a: str, b: str) -> None:
+    """Swap two folders in one step (Linux renameat2 RENAME_EXCHANGE); where the system has no
+    such call, b is moved aside, a put in its place, and the old b left under a's name."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        at_fdcwd, rename_exchange = -100, 2
+        if libc.renameat2(at_fdcwd, a.encode(), at_fdcwd, b.encode(), rename_exchange) == 0:
+            return
+    except (OSError, AttributeError):  # no libc symbol (not Linux, or an old glibc)
+        pass
+    aside = b + ".old"
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(b, aside)
+    os.replace(a, b)
+    os.replace(aside, a)

@@ -7,6 +7,9 @@ the same way at once and the CLI prints the message once and exits 2.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import logging
 import os
 import sys
@@ -15,53 +18,30 @@ import warnings
 
 import torch
 
-from megatron_bridge_cli.config.finalize import finalize
-from megatron_bridge_cli.errors import ConfigError
+from megatron_bridge_cli.errors import ConfigError, RunFailure
 from megatron_bridge_cli.training.env import detect_world
+from megatron_bridge_cli.training.launch import LAUNCHER_PID_ENV, take_descendants_along
+from megatron_bridge_cli.training.preflight import prepare
 
 __all__ = ["run_training"]
 
 
-# Sections the config validates but this training loop does not act on yet. Training on while
-# ignoring them would silently do something else than asked (e.g. full finetuning for --peft).
-_NOT_YET_DRIVEN = ("peft", "profiling", "ft", "straggler", "nvrx_straggler", "inprocess_restart")
-
-
-def _refuse_undriven_sections(cfg) -> None:
-    asked = [f"--{name}" for name in _NOT_YET_DRIVEN if getattr(cfg, name) is not None]
-    if cfg.rerun_state_machine.rerun_mode != "disabled":
-        asked.append("--rerun_state_machine.rerun_mode")
-    if asked:
-        raise ConfigError(
-            f"{', '.join(asked)}: configured and validated, but the training loop does not apply "
-            "it yet; remove it (e.g. --peft=null) to train without it"
-        )
-
-
-def _preflight(cfg) -> None:
-    """Checks that need the file system, not just the config (still before process groups)."""
-    _refuse_undriven_sections(cfg)
-    from megatron_bridge_cli.data.datasets import check_data_paths
-    from megatron_bridge_cli.training.checkpointing import check_load_paths
-
-    check_data_paths(cfg)
-    check_load_paths(cfg)
-    if cfg.model.pipeline_model_parallel_size > 1 and cfg.train.micro_batch_size != (
-        cfg.train.eval_micro_batch_size or cfg.train.micro_batch_size
-    ):
-        raise ConfigError(
-            "--train.eval_micro_batch_size must equal --train.micro_batch_size with pipeline parallelism "
-            "(the pipeline's tensor shapes are fixed at setup)"
-        )
-
-
-def _quiet_libraries() -> None:
+def _quiet_libraries(rank: int) -> None:
     """Keep the console to the lines users read: megatron-core's INFO chatter and the
-    'TE/Apex not installed' warnings (the local spec is the documented choice) stay out."""
+    'TE/Apex not installed' warnings (the local spec is the documented choice) stay out, and
+    every other notice appears once, from rank 0 (training/notices.py). Called before finalize,
+    so that its notices are folded too."""
+    from megatron_bridge_cli.training.notices import show_notices_once
+
     logging.getLogger("megatron").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex are not installed.*")
     warnings.filterwarnings("ignore", message=".*Apex is not installed.*")
     warnings.filterwarnings("ignore", category=FutureWarning, module="megatron")
+    # torch's deprecation of the collectives megatron-core calls: nothing a user can act on.
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r"`torch\.distributed\.\w+` is deprecated")
+    if not torch.cuda.is_available():  # a CUDA tuning hint (async TP all-reduce): meaningless on CPU
+        warnings.filterwarnings("ignore", message=".*CUDA_DEVICE_MAX_CONNECTIONS.*")
+    show_notices_once(rank)
 
 
 def _whole_lines() -> None:
@@ -79,18 +59,60 @@ def _whole_lines() -> None:
             reconfigure(line_buffering=True, write_through=False)
 
 
-def run_training(cfg) -> int:
+def _user_step(forward_step_func, state):
+    """The user's forward step as the schedule calls it: ``(data_iterator, model)``, binding a
+    leading state argument (``(state, data_iterator, model)``) when it takes one."""
+    if forward_step_func is None:
+        return None
+    positional = [p for p in inspect.signature(forward_step_func).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    if len(positional) == 2:
+        return forward_step_func
+    if len(positional) == 3:
+        return functools.partial(forward_step_func, state)
+    raise ConfigError(
+        f"forward_step_func {getattr(forward_step_func, '__name__', forward_step_func)!r} takes "
+        f"{len(positional)} arguments; it must take (data_iterator, model) or (state, data_iterator, model)"
+    )
+
+
+_PEER_LOST = ("timed out", "timeout", "connection closed by peer", "connection reset by peer", "broken pipe")
+
+
+@contextlib.contextmanager
+def _peers_named(final):
+    """A collective that fails because another rank died or hangs says so in one paragraph
+    (exit 1) instead of gloo's/NCCL's traceback; other errors pass through unchanged."""
+    try:
+        yield
+    except RuntimeError as e:  # DistBackendError is a RuntimeError
+        text = str(e).lower()
+        if not any(phrase in text for phrase in _PEER_LOST):
+            raise
+        first = str(e).strip().splitlines()[0][:300]
+        raise RunFailure(
+            f"rank {torch.distributed.get_rank()}: a collective with the other ranks failed ({first}); another "
+            f"rank has died or hangs (its own message says why), or took longer than "
+            f"--dist.distributed_timeout_minutes={final.dist.distributed_timeout_minutes}"
+        ) from None
+
+
+def run_training(cfg, forward_step_func=None) -> int:
     """Train the run ``cfg`` describes (an unfinalized ConfigContainer); return the exit code.
 
     0 when training ends normally or stops on exit_interval / exit_duration_in_mins / the exit
     signal (after saving a checkpoint). ConfigError propagates before any process-group work.
     Runtime failures raise; under torchrun that ends the whole job with a non-zero exit.
+    ``forward_step_func`` replaces the built-in forward step (see training/api.py).
     """
     _whole_lines()
     world = detect_world()
-    final = finalize(cfg, world.world_size)
-    _preflight(final)
-    _quiet_libraries()
+    if world.launcher == "torchrun" and not os.environ.get(LAUNCHER_PID_ENV):
+        # under plain torchrun (bridge-train's own workers did this already): checkpoint writer
+        # processes must not outlive a SIGKILLed worker
+        take_descendants_along(regroup=False)
+    _quiet_libraries(world.rank)
+    final = prepare(cfg, world.world_size)
     from megatron_bridge_cli.data.tokenizers import build_tokenizer
 
     tokenizer = build_tokenizer(final.tokenizer, final.model.vocab_size)  # may raise ConfigError
@@ -115,7 +137,9 @@ def run_training(cfg) -> int:
         model = S.build_model(final)
         optimizer = S.build_optimizer(final, model)
         scheduler = S.build_scheduler(final, optimizer)
-        built = S.Built(model=model, optimizer=optimizer, scheduler=scheduler, state=S.TrainingState())
+        state = S.TrainingState()
+        built = S.Built(model=model, optimizer=optimizer, scheduler=scheduler, state=state,
+                        forward_step=_user_step(forward_step_func, S.StepState(final, state)))
         load_checkpoint(final, built)
 
         vp = final.model.virtual_pipeline_model_parallel_size or 1
@@ -136,9 +160,10 @@ def run_training(cfg) -> int:
                   f"(TP={final.model.tensor_model_parallel_size} PP={final.model.pipeline_model_parallel_size} "
                   f"VP={final.model.virtual_pipeline_model_parallel_size or 1} DP={final.train.data_parallel_size}, "
                   f"{final.train.num_microbatches} micro-batches of {final.train.micro_batch_size})", flush=True)
-        train(final, built, data, reporter, checkpointer)
-        checkpointer.close()
-        torch.distributed.barrier()
+        with _peers_named(final):
+            train(final, built, data, reporter, checkpointer)
+            checkpointer.close()
+            torch.distributed.barrier()
         return 0
     finally:
         if reporter is not None:

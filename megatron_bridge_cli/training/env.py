@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
+from megatron_bridge_cli.errors import ConfigError
+
 __all__ = ["WorldInfo", "detect_world", "first_slurm_host", "is_rank_zero"]
 
 DEFAULT_MASTER_PORT = 29500
@@ -40,31 +42,63 @@ def first_slurm_host(nodelist: str) -> str:
     return prefix + ranges.split(",")[0].split("-")[0]
 
 
-def detect_world(environ: Optional[Mapping[str, str]] = None) -> WorldInfo:
-    """Read the launcher's environment variables (torchrun first, then Slurm)."""
-    env = os.environ if environ is None else environ
-    if "RANK" in env and "WORLD_SIZE" in env:
-        return WorldInfo(
-            rank=int(env["RANK"]),
-            local_rank=int(env.get("LOCAL_RANK", 0)),
-            world_size=int(env["WORLD_SIZE"]),
-            master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
-            master_port=int(env.get("MASTER_PORT", DEFAULT_MASTER_PORT)),
-            launcher="torchrun",
+def _int_var(env: Mapping[str, str], name: str, default: Optional[int] = None, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise ConfigError(
+            f"environment variable {name}={raw!r} is not a whole number >= {minimum}; it is set by the "
+            "launcher (torchrun, srun): unset it to run a single process, or fix the job script"
         )
+    return value
+
+
+def detect_world(environ: Optional[Mapping[str, str]] = None, rendezvous: bool = True) -> WorldInfo:
+    """Read the launcher's environment variables (torchrun first, then Slurm).
+
+    Raises ConfigError for malformed values and for a multi-process world with nowhere to meet
+    (WORLD_SIZE > 1 without MASTER_ADDR outside Slurm: guessing 127.0.0.1 there would make
+    every rank on another node wait forever; ``rendezvous=False`` skips that check, for callers
+    that only want to know the rank)."""
+    env = os.environ if environ is None else environ
+    port = _int_var(env, "MASTER_PORT", DEFAULT_MASTER_PORT, minimum=1)
+    if "RANK" in env and "WORLD_SIZE" in env:
+        world_size = _int_var(env, "WORLD_SIZE", minimum=1)
+        rank = _int_var(env, "RANK")
+        if rank >= world_size:
+            raise ConfigError(f"environment variable RANK={rank} is not below WORLD_SIZE={world_size}")
+        master = env.get("MASTER_ADDR", "").strip()
+        if rendezvous and world_size > 1 and not master:
+            raise ConfigError(
+                f"WORLD_SIZE={world_size} but MASTER_ADDR is not set: every rank needs the address of "
+                "rank 0's host; launch with torchrun (or bridge-train --nproc-per-node N), or export "
+                "MASTER_ADDR and MASTER_PORT in the job script"
+            )
+        return WorldInfo(rank, _int_var(env, "LOCAL_RANK", 0), world_size, master or "127.0.0.1", port, "torchrun")
     if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
         nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or "127.0.0.1"
         return WorldInfo(
-            rank=int(env["SLURM_PROCID"]),
-            local_rank=int(env.get("SLURM_LOCALID", 0)),
-            world_size=int(env["SLURM_NTASKS"]),
+            rank=_int_var(env, "SLURM_PROCID"),
+            local_rank=_int_var(env, "SLURM_LOCALID", 0),
+            world_size=_int_var(env, "SLURM_NTASKS", minimum=1),
             master_addr=env.get("MASTER_ADDR") or first_slurm_host(nodelist),
-            master_port=int(env.get("MASTER_PORT", DEFAULT_MASTER_PORT)),
+            master_port=port,
             launcher="slurm",
         )
-    return WorldInfo(0, 0, 1, "127.0.0.1", int(env.get("MASTER_PORT", DEFAULT_MASTER_PORT)), "single")
+    return WorldInfo(0, 0, 1, "127.0.0.1", port, "single")
 
 
 def is_rank_zero(environ: Optional[Mapping[str, str]] = None) -> bool:
-    """True in the process that should print (global rank 0)."""
-    return detect_world(environ).rank == 0
+    """True in the process that should print (global rank 0). Lenient on purpose: with a
+    malformed or incomplete launcher environment, better to print twice than never (the run
+    itself then stops on detect_world's error)."""
+    env = os.environ if environ is None else environ
+    try:
+        return detect_world(env, rendezvous=False).rank == 0
+    except ConfigError:
+        return True

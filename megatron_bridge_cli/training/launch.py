@@ -44,7 +44,8 @@ from typing import Optional, Sequence
 
 from megatron_bridge_cli.errors import ConfigError
 
-__all__ = ["launch_workers", "torchrun_args", "die_with_launcher", "START_METHOD_ENV", "LAUNCHER_PID_ENV"]
+__all__ = ["launch_workers", "torchrun_args", "die_with_launcher", "take_descendants_along", "START_METHOD_ENV",
+           "LAUNCHER_PID_ENV"]
 
 START_METHOD_ENV = "BRIDGE_TRAIN_START_METHOD"
 _PROG = "bridge-train"
@@ -103,6 +104,54 @@ def die_with_launcher() -> None:
         return
     if os.getppid() != int(launcher):  # it died before the signal was armed
         os._exit(1)
+    take_descendants_along()
+
+
+# Run as `python -I -S -c _REAPER WORKER_PID GROUP`: waits for the worker to die (its parent-death
+# signal) and then SIGKILLs the worker's process group, itself included.
+_REAPER = """
+import ctypes, os, signal, sys
+worker, group = int(sys.argv[1]), int(sys.argv[2])
+def reap(*_):
+    os.killpg(group, signal.SIGKILL)
+    os._exit(0)
+signal.signal(signal.SIGUSR1, reap)
+ctypes.CDLL(None).prctl(1, signal.SIGUSR1, 0, 0, 0)
+if os.getppid() != worker:
+    reap()
+while True:
+    signal.pause()
+"""
+_reaper = None
+
+
+def take_descendants_along(regroup: bool = True) -> None:
+    """Make every process this worker starts die with it, even when it is SIGKILLed.
+
+    A parent-death signal is not inherited across fork, and megatron-core's checkpoint writer
+    forks writer processes per save and spawns a multiprocessing Manager (plus Python's resource
+    tracker) that outlive a killed worker: probed, a kill -9 of a job during a save left six
+    processes behind, the forked writers blocked forever with the checkpoint folder open.
+    So the worker leads a process group of its own (exec'd workers already do: torchrun starts
+    them in new sessions; forked ones shared the launcher's) and starts a tiny reaper process:
+    when the worker dies, however, the kernel signals the reaper, which SIGKILLs the group.
+    ``regroup=False`` does nothing unless this process already leads its group (a process in
+    the terminal's foreground group must stay there, or Ctrl-C would no longer reach it).
+    """
+    global _reaper
+    import subprocess
+
+    if os.getpgid(0) != os.getpid():
+        if not regroup:
+            return
+        try:
+            os.setpgid(0, 0)
+        except OSError:
+            return  # not ours to regroup; the group would hold the launcher too
+    _reaper = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", _REAPER, str(os.getpid()), str(os.getpid())],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
+    )
 
 
 def _fresh_interpreter_state() -> None:
@@ -181,12 +230,13 @@ def _worker(argv: list[str]) -> int:
 
 # --------------------------------------------------------------------------- in the launching process
 class _NoLauncherTraceback(logging.Filter):
-    """torch's fork context logs a failed worker with the traceback of its own join(); the
-    worker already printed what went wrong and launch_workers says which rank failed."""
+    """torch's fork context logs a failed worker ("failed (exitcode: 2) local_rank: 0 ...") with
+    the traceback of its own join(); the worker already printed what went wrong and
+    launch_workers says which rank failed, in one line: drop the record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.exc_info, record.exc_text = None, None
-        return True
+        return not str(record.msg).startswith("failed (exitcode")
 
 
 def _failure_message(rank: int, code) -> tuple[str, int]:
@@ -229,6 +279,7 @@ def launch_workers(*, nproc_per_node: int, nnodes: int = 1, node_rank: int = 0, 
         nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
         master_addr=master_addr, master_port=master_port, argv=list(argv),
     ))
+    previous_pid = os.environ.get(LAUNCHER_PID_ENV)
     os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # inherited by forked and exec'd workers alike
     quiet = _NoLauncherTraceback()
     pcontext_log = logging.getLogger(_PCONTEXT_MODULE)
@@ -251,3 +302,8 @@ def launch_workers(*, nproc_per_node: int, nnodes: int = 1, node_rank: int = 0, 
         return 128 + int(getattr(e, "sigval", signal.SIGTERM))
     finally:
         pcontext_log.removeFilter(quiet)
+        # the caller (a test, an embedding script) goes on; later children are not our workers
+        if previous_pid is None:
+            os.environ.pop(LAUNCHER_PID_ENV, None)
+        else:
+            os.environ[LAUNCHER_PID_ENV] = previous_pid

@@ -8,27 +8,50 @@ One step (Megatron-LM's ``train_step``): zero the DDP gradient buffers, run the 
 scheduler by ``global_batch_size`` samples. The loss function returns ``[sum of token losses,
 token count]`` per micro-batch, so the reported loss is the exact per-token mean over the
 global batch whatever the data-parallel size.
+
+Around the model's forward step (GPT and T5 alike, ``_guarded_step``): Megatron-LM's loss
+checks through megatron-core's rerun state machine (--rerun_state_machine.check_for_nan_in_loss
+/ check_for_spiky_loss). ``model.enable_autocast`` (--mixed_precision.autocast_enabled) runs the
+pass under torch.autocast on CPU (``_cpu_autocast``; on CUDA megatron-core's schedule does it).
+``--logger.timing_log_level`` 1 and 2 print megatron-core's per-phase timers after each log
+line; ``--logger.log_params_norm`` adds the parameters' L2 norm to it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import signal
 import time
+import warnings
 from functools import partial
 from typing import Optional
 
 import torch
 
+from megatron_bridge_cli.errors import RunFailure
 from megatron_bridge_cli.training.checkpointing import Checkpointer
 from megatron_bridge_cli.training.metrics import (
-    Reporter, eval_log_line, num_floating_point_operations, peak_memory_mb, training_log_line,
+    Reporter,
+    eval_log_line,
+    num_floating_point_operations,
+    params_norm,
+    peak_memory_mb,
+    timers_text,
+    training_log_line,
 )
 from megatron_bridge_cli.training.moe_losses import reduce_moe_losses
 from megatron_bridge_cli.training.setup import Built, on_cpu, unwrap
 
-__all__ = ["train", "evaluate", "ExitSignal"]
+__all__ = ["train", "evaluate", "ExitSignal", "NonFiniteLoss"]
+
+SPIKY_LOSS_FACTOR = 10
+"""A loss this many times the largest of the first 100 checked is a spike (Megatron-LM's pretrain_gpt)."""
+
+
+class NonFiniteLoss(RunFailure, RuntimeError):
+    """The loss of a micro-batch was NaN or Inf and --rerun_state_machine.check_for_nan_in_loss is on."""
 
 
 class ExitSignal:
@@ -71,7 +94,9 @@ def forward_step(data_iterator, model):
     gpt = unwrap(model)
     batch = None
     if (gpt.pre_process or gpt.post_process) and data_iterator is not None:
-        batch = _to_device(next(data_iterator))
+        timers = gpt.config.timers
+        with _timed(timers, "batch-generator", 2):
+            batch = _to_device(next(data_iterator))
         if gpt.config.context_parallel_size > 1:
             from megatron.core.utils import get_batch_on_this_cp_rank
 
@@ -85,57 +110,176 @@ def forward_step(data_iterator, model):
     return output, partial(loss_func, loss_mask)
 
 
+def _timed(timers, name: str, level: int):
+    """megatron-core timer ``name`` around a block (nothing when timing is off)."""
+    if timers is None:
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def timed():
+        timers(name, log_level=level).start()
+        try:
+            yield
+        finally:
+            timers(name).stop()
+
+    return timed()
+
+
+def guard_loss(loss: torch.Tensor, rerun_cfg) -> None:
+    """Megatron-LM's checks of a micro-batch's local loss (``pretrain_gpt.loss_func``), through
+    megatron-core's rerun state machine: in its 'disabled' mode ``validate_result`` still rejects,
+    raising on NaN/Inf and warning on a spike."""
+    from megatron.core.rerun_state_machine import get_rerun_state_machine
+
+    rsm = get_rerun_state_machine()
+    if rerun_cfg.check_for_nan_in_loss:
+        for reject, what in ((torch.isnan, "NaN"), (torch.isinf, "Inf")):
+            try:
+                rsm.validate_result(result=loss, rejection_func=reject, tolerance=0.0, fatal=True,
+                                    message=f"found {what} in local forward loss calculation")
+            except RuntimeError:
+                raise NonFiniteLoss(
+                    f"rank {torch.distributed.get_rank()}, iteration {rsm.current_iteration}: the loss is {what} "
+                    "(checked by --rerun_state_machine.check_for_nan_in_loss); lower --optimizer.lr or "
+                    "--optimizer.clip_grad, check the data, or resume from an earlier checkpoint"
+                ) from None
+    if rerun_cfg.check_for_spiky_loss:
+        rsm.validate_result(
+            result=loss, tolerance=0.0, fatal=False, message="Spiky loss",
+            rejection_func=partial(rsm.is_unexpectedly_large, threshold=SPIKY_LOSS_FACTOR, context="loss"),
+        )
+
+
+def _guarded_step(step, cfg):
+    """``step`` with its loss function's result checked (guard_loss)."""
+    rerun = cfg.rerun_state_machine
+    if not (rerun.check_for_nan_in_loss or rerun.check_for_spiky_loss):
+        return step
+
+    def checked_loss(loss_fn):
+        def loss_with_checks(*args, **kwargs):
+            result = loss_fn(*args, **kwargs)
+            guard_loss(result[0], rerun)
+            return result
+
+        return loss_with_checks
+
+    def wrapped(data_iterator, model):
+        output, loss_fn = step(data_iterator, model)
+        return output, checked_loss(loss_fn)
+
+    return wrapped
+
+
+def _cpu_autocast(cfg):
+    """torch.autocast on CPU for model.enable_autocast (--mixed_precision.autocast_enabled).
+
+    On CUDA megatron-core's schedule autocasts each forward step, and its linear layers'
+    backward re-enters that autocast (``custom_bwd``). Both are tied to the "cuda" device, so
+    on CPU the whole forward-backward pass runs under CPU autocast instead: the same casts."""
+    m = cfg.model
+    if m.enable_autocast and on_cpu():
+        # torch's note that a bf16 input to an fp32-weight norm takes the unfused kernel: expected here
+        warnings.filterwarnings("ignore", message=".*Mismatch dtype between input and weight.*")
+        return torch.autocast("cpu", dtype=m.autocast_dtype)
+    return contextlib.nullcontext()
+
+
 def _reduce_losses(losses_reduced: list) -> Optional[float]:
     """Per-token mean loss of the global batch (on the last stage; None elsewhere)."""
     from megatron.core import parallel_state as ps
 
     if not losses_reduced or not ps.is_pipeline_last_stage(ignore_virtual=True):
         return None
-    total = torch.stack([d["lm loss"] for d in losses_reduced]).sum(dim=0)
+    total = torch.stack([_sum_count(d) for d in losses_reduced]).sum(dim=0)
     torch.distributed.all_reduce(total, group=ps.get_data_parallel_group(with_context_parallel=True))
     return (total[0] / total[1].clamp(min=1)).item()
 
 
 # --------------------------------------------------------------------------- train / eval steps
-def _step_for(cfg):
-    """The model kind's forward step and the (encoder, decoder) lengths the schedule is told."""
+def _step_for(cfg, built: Built):
+    """The forward step (the user's, or the model kind's) and the (encoder, decoder) lengths
+    the schedule is told."""
     from megatron_bridge_cli.config.models import T5ModelProvider
 
     d = cfg.dataset
     if isinstance(cfg.model, T5ModelProvider):  # validation pairs it with --dataset=t5
         from megatron_bridge_cli.training.t5_step import forward_step as t5_forward_step
 
-        return t5_forward_step, d.sequence_length, d.decoder_sequence_length
-    return forward_step, d.sequence_length, d.sequence_length
+        return _users(built.forward_step) or t5_forward_step, d.sample_length, d.decoder_sample_length
+    return _users(built.forward_step) or forward_step, d.sample_length, d.sample_length
+
+
+def _users(step):
+    """A user's forward step whose reported values are copied as its loss function returns
+    them: megatron-core divides the returned loss in place (by the micro-batch count), which
+    would change a reported ``loss.detach()`` (a view of it) too."""
+    if step is None:
+        return None
+
+    def copying_loss(loss_fn):
+        def loss_with_copies(*args, **kwargs):
+            *head, reported = loss_fn(*args, **kwargs)
+            copies = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in reported.items()}
+            return (*head, copies)
+
+        return loss_with_copies
+
+    def wrapped(data_iterator, model):
+        output, loss_fn = step(data_iterator, model)
+        return output, copying_loss(loss_fn)
+
+    return wrapped
+
+
+def _sum_count(reported: dict) -> torch.Tensor:
+    """A micro-batch's reported loss ("lm loss", else the first entry) as ``[sum, count]``: the
+    built-in steps report that pair; a user's loss function may report a plain (averaged)
+    value, which counts once."""
+    value = reported["lm loss"] if "lm loss" in reported else next(iter(reported.values()))
+    value = torch.as_tensor(value).detach().float().reshape(-1)
+    if value.numel() == 2:
+        return value
+    return torch.stack([value.mean(), torch.ones((), dtype=value.dtype, device=value.device)])
 
 
 def _run_schedule(cfg, built: Built, iterators: list, forward_backward, num_microbatches: int,
                   micro_batch_size: int, forward_only: bool):
     """One pass of megatron-core's pipeline schedule over ``num_microbatches`` micro-batches."""
-    step, seq_length, decoder_seq_length = _step_for(cfg)
-    return forward_backward(
-        forward_step_func=step,
-        data_iterator=iterators if len(iterators) > 1 else iterators[0],  # one per model chunk
-        model=built.model,
-        num_microbatches=num_microbatches,
-        seq_length=seq_length,
-        micro_batch_size=micro_batch_size,
-        decoder_seq_length=decoder_seq_length,
-        forward_only=forward_only,
-    )
+    step, seq_length, decoder_seq_length = _step_for(cfg, built)
+    with _cpu_autocast(cfg):
+        return forward_backward(
+            forward_step_func=_guarded_step(step, cfg),
+            data_iterator=iterators if len(iterators) > 1 else iterators[0],  # one per model chunk
+            model=built.model,
+            num_microbatches=num_microbatches,
+            seq_length=seq_length,
+            micro_batch_size=micro_batch_size,
+            decoder_seq_length=decoder_seq_length,
+            forward_only=forward_only,
+        )
 
 
-def train_step(cfg, built: Built, iterators: list, forward_backward) -> tuple[Optional[float], bool, Optional[float]]:
+def train_step(cfg, built: Built, iterators: list, forward_backward, iteration: int):
+    """One optimizer step; returns (loss, update successful, grad norm, zeros in grads)."""
+    from megatron.core.rerun_state_machine import get_rerun_state_machine
+
     t = cfg.train
-    for chunk in built.model:
-        chunk.zero_grad_buffer()
-    built.optimizer.zero_grad()
-    losses = _run_schedule(cfg, built, iterators, forward_backward, t.num_microbatches, t.micro_batch_size,
-                           forward_only=False)
-    update_successful, grad_norm, _ = built.optimizer.step()
+    rsm = get_rerun_state_machine()
+    rsm.current_iteration = iteration  # the machine counts it up to the step's number: its messages name it
+    while rsm.should_run_forward_backward(iterators):  # once: only the 'disabled' mode is driven
+        for chunk in built.model:
+            chunk.zero_grad_buffer()
+        built.optimizer.zero_grad()
+        losses = _run_schedule(cfg, built, iterators, forward_backward, t.num_microbatches, t.micro_batch_size,
+                               forward_only=False)
+    rsm.should_checkpoint_and_exit()  # marks the first iteration done ((False, False, 0) when disabled)
+    with _timed(cfg.model.timers, "optimizer", 1):
+        update_successful, grad_norm, num_zeros = built.optimizer.step()
     if update_successful:
         built.scheduler.step(increment=t.global_batch_size)
-    return _reduce_losses(losses), update_successful, grad_norm
+    return _reduce_losses(losses), update_successful, grad_norm, num_zeros
 
 
 def evaluate(cfg, built: Built, iterators: list, forward_backward) -> Optional[float]:
@@ -147,12 +291,16 @@ def evaluate(cfg, built: Built, iterators: list, forward_backward) -> Optional[f
     for chunk in built.model:
         chunk.eval()
     totals = []
-    with torch.no_grad():
-        for _ in range(t.eval_iters):
-            out = _run_schedule(cfg, built, iterators, forward_backward, t.eval_num_microbatches, eval_mbs,
-                                forward_only=True)
-            if out and ps.is_pipeline_last_stage(ignore_virtual=True):
-                totals.append(torch.stack([d["lm loss"] for d in out]).sum(dim=0))
+    timers, cfg.model.timers = cfg.model.timers, None  # the timers report training phases (as Megatron-LM's)
+    try:
+        with torch.no_grad():
+            for _ in range(t.eval_iters):
+                out = _run_schedule(cfg, built, iterators, forward_backward, t.eval_num_microbatches, eval_mbs,
+                                    forward_only=True)
+                if out and ps.is_pipeline_last_stage(ignore_virtual=True):
+                    totals.append(torch.stack([_sum_count(d) for d in out]).sum(dim=0))
+    finally:
+        cfg.model.timers = timers
     for chunk in built.model:
         chunk.train()
     if not totals:
@@ -188,12 +336,16 @@ def _timer() -> float:
 def train(cfg, built: Built, data, reporter: Reporter, checkpointer: Checkpointer) -> str:
     """Train until a stop condition; returns why it stopped ('done', 'exit_interval',
     'exit_duration', 'signal')."""
+    from megatron.core import parallel_state as ps
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
+    from megatron_bridge_cli.training.setup import init_rerun_state_machine
+
     t, lg, ck, st = cfg.train, cfg.logger, cfg.checkpoint, built.state
+    init_rerun_state_machine(cfg)
     forward_backward = get_forward_backward_func()
     flops_per_iter = num_floating_point_operations(cfg, t.global_batch_size)
-    tokens_per_iter = t.global_batch_size * cfg.dataset.sequence_length
+    tokens_per_iter = t.global_batch_size * cfg.dataset.sample_length
     world = torch.distributed.get_world_size()
     exit_signal = ExitSignal(t.exit_signal) if t.exit_signal_handler else None
     if t.manual_gc:
@@ -201,12 +353,13 @@ def train(cfg, built: Built, data, reporter: Reporter, checkpointer: Checkpointe
         gc.collect()
     start = time.time()
     interval_start, interval_iters, reported_memory = _timer(), 0, False
+    timers, timed_iters = cfg.model.timers, 0  # megatron-core Timers (build_optimizer), None at level 0
     stop = "done"
     for chunk in built.model:
         chunk.train()
     try:
         while st.iteration < t.total_iters and not t.skip_train:
-            loss, ok, grad_norm = train_step(cfg, built, data.train, forward_backward)
+            loss, ok, grad_norm, num_zeros = train_step(cfg, built, data.train, forward_backward, st.iteration)
             aux_losses = reduce_moe_losses(cfg)  # MoE router losses (collective; {} when dense)
             st.iteration += 1
             st.consumed_train_samples += t.global_batch_size
@@ -214,6 +367,7 @@ def train(cfg, built: Built, data, reporter: Reporter, checkpointer: Checkpointe
             if loss is not None and not math.isfinite(loss):
                 st.nan_iterations += 1
             interval_iters += 1
+            timed_iters += 1
             if t.manual_gc and t.manual_gc_interval and st.iteration % t.manual_gc_interval == 0:
                 gc.collect()
 
@@ -222,6 +376,8 @@ def train(cfg, built: Built, data, reporter: Reporter, checkpointer: Checkpointe
                 iter_s = (now - interval_start) / interval_iters
                 lr = built.optimizer.param_groups[0]["lr"]
                 scale = float(built.optimizer.get_loss_scale())
+                # Collective over the model-parallel ranks, which all get here at the same iteration.
+                p_norm = params_norm(built.model, moe=bool(cfg.model.num_moe_experts)) if lg.log_params_norm else None
                 if st.iteration % lg.tensorboard_log_interval == 0:
                     values = {
                         "learning-rate": lr, "batch-size": t.global_batch_size, "loss-scale": scale,
@@ -233,6 +389,10 @@ def train(cfg, built: Built, data, reporter: Reporter, checkpointer: Checkpointe
                         values.update(aux_losses)
                     if grad_norm is not None:
                         values["grad-norm"] = grad_norm
+                    if num_zeros is not None:
+                        values["num-zeros"] = num_zeros
+                    if p_norm is not None:
+                        values["params-norm"] = p_norm
                     if lg.log_memory:
                         values.update(peak_memory_mb())
                     reporter.scalars(values, st.iteration)
@@ -244,12 +404,20 @@ def train(cfg, built: Built, data, reporter: Reporter, checkpointer: Checkpointe
                         tflops_per_gpu=flops_per_iter / (iter_s * world * 1e12) if lg.log_throughput else None,
                         lr=lr, global_batch=t.global_batch_size, loss=loss, aux_losses=aux_losses, loss_scale=scale,
                         grad_norm=grad_norm, skipped=st.skipped_iterations, nan=st.nan_iterations,
+                        num_zeros=num_zeros, params_norm=p_norm,
                     ))
+                    if timers is not None:  # collective: every rank logs at the same iterations
+                        text = timers_text(timers, timed_iters)
+                        if text:
+                            reporter.print(text)
+                        timed_iters = 0
                     if lg.log_memory and not reported_memory:
-                        mem = " | ".join(f"{k}: {v:.1f}" for k, v in peak_memory_mb().items())
-                        print(f"[Rank {torch.distributed.get_rank()}] (after {st.iteration} iterations) "
-                              f"memory | {mem} |", flush=True)
                         reported_memory = True
+                        # one line per model-parallel rank (the data-parallel replicas hold the same), as Megatron-LM
+                        if ps.get_data_parallel_rank(with_context_parallel=True) == 0:
+                            mem = " | ".join(f"{k}: {v:.1f}" for k, v in peak_memory_mb().items())
+                            print(f"[Rank {torch.distributed.get_rank()}] (after {st.iteration} iterations) "
+                                  f"memory | {mem} |", flush=True)
                     interval_start, interval_iters = _timer(), 0
 
             if data.has_valid and t.eval_interval and st.iteration % t.eval_interval == 0:

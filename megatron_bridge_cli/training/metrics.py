@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 __all__ = ["Reporter", "is_reporting_rank", "num_floating_point_operations", "training_log_line",
-           "eval_log_line", "peak_memory_mb"]
+           "eval_log_line", "peak_memory_mb", "params_norm", "make_timers", "timers_text", "TIMERS_TO_LOG"]
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,12 @@ def training_log_line(*, iteration: int, total_iters: int, consumed: int, iter_m
                       tokens_per_s: Optional[float], tflops_per_gpu: Optional[float], lr: float,
                       global_batch: int, loss: Optional[float], loss_scale: float,
                       grad_norm: Optional[float], skipped: int, nan: int,
-                      aux_losses: Optional[dict] = None) -> str:
+                      aux_losses: Optional[dict] = None, num_zeros: Optional[float] = None,
+                      params_norm: Optional[float] = None) -> str:
     """One Megatron-LM training line. ``aux_losses`` (MoE router losses by name) follow the LM
-    loss, as Megatron-LM prints them (``load_balancing_loss: 1.000E+00 |``)."""
+    loss, as Megatron-LM prints them (``load_balancing_loss: 1.000E+00 |``); ``num_zeros``
+    (--optimizer.log_num_zeros_in_grad) and ``params_norm`` (--logger.log_params_norm) follow
+    the grad norm, in Megatron-LM's order."""
     parts = [
         f"iteration {iteration:8d}/{total_iters:8d}",
         f"consumed samples: {consumed}",
@@ -85,8 +88,64 @@ def training_log_line(*, iteration: int, total_iters: int, consumed: int, iter_m
     parts.append(f"loss scale: {loss_scale:.1f}")
     if grad_norm is not None:
         parts.append(f"grad norm: {grad_norm:.3f}")
+    if num_zeros is not None:
+        parts.append(f"num zeros: {num_zeros:.1f}")
+    if params_norm is not None:
+        parts.append(f"params norm: {params_norm:.3f}")
     parts += [f"number of skipped iterations: {skipped:3d}", f"number of nan iterations: {nan:3d}"]
     return " | ".join(parts) + " |"
+
+
+def params_norm(model: list, moe: bool) -> float:
+    """L2 norm of the whole model's parameters, as Megatron-LM's ``calc_params_l2_norm``:
+    each parameter counted once (tensor-parallel duplicates and the tied output copy of the
+    embedding skipped), summed over tensor- and pipeline-parallel ranks; with ``moe``, expert
+    parameters over the expert-tensor/expert/pipeline ranks. Collective over those groups.
+    Half-precision weights are squared in fp32 (the norm of the weights the model computes with)."""
+    from megatron.core import parallel_state as ps
+    from megatron.core.tensor_parallel import param_is_not_tensor_parallel_duplicate
+    from megatron.core.transformer.module import param_is_not_shared
+
+    device = "cpu" if not torch.cuda.is_available() else torch.cuda.current_device()
+    dense, expert = torch.zeros(1, device=device), torch.zeros(1, device=device)
+    for chunk in model:
+        for p in chunk.parameters():
+            if param_is_not_tensor_parallel_duplicate(p) and param_is_not_shared(p):
+                (dense if getattr(p, "allreduce", True) else expert).add_(p.detach().float().pow(2).sum())
+    torch.distributed.all_reduce(dense, group=ps.get_model_parallel_group())
+    if moe:  # every rank of a MoE model joins, whether or not its stage holds experts
+        torch.distributed.all_reduce(expert, group=ps.get_expert_tensor_model_pipeline_parallel_group())
+    return float((dense + expert).item()) ** 0.5
+
+
+TIMERS_TO_LOG = [
+    "forward-backward", "forward-compute", "backward-compute", "batch-generator",
+    "forward-recv", "forward-send", "backward-recv", "backward-send",
+    "forward-send-forward-recv", "forward-send-backward-recv", "backward-send-forward-recv",
+    "backward-send-backward-recv", "forward-backward-send-forward-backward-recv",
+    "layernorm-grads-all-reduce", "embedding-grads-all-reduce", "all-grads-sync", "params-all-gather",
+    "optimizer-copy-to-main-grad", "optimizer-unscale-and-check-inf", "optimizer-clip-main-grad",
+    "optimizer-count-zeros", "optimizer-inner-step", "optimizer-copy-main-to-model-params", "optimizer",
+]
+"""Megatron-LM's per-phase timers (training.py ``training_log``). Level 1 (--logger.timing_log_level=1):
+forward-backward, the gradient all-reduces and the optimizer phases; level 2 adds forward/backward
+compute, the batch generator and pipeline send/receive."""
+
+
+def make_timers(level: int):
+    """megatron-core Timers at ``level`` (min/max over ranks), or None at level 0: the iteration
+    time of the log line is all level 0 reports, so megatron-core needs no timers then."""
+    if not level:
+        return None
+    from megatron.core.timers import Timers
+
+    return Timers(level, "minmax")
+
+
+def timers_text(timers, iterations: int) -> Optional[str]:
+    """Megatron-LM's timers block, per iteration over the last ``iterations``; resets the timers.
+    Collective (an all-gather over all ranks): every rank must call it."""
+    return timers.get_all_timers_string(TIMERS_TO_LOG, normalizer=max(iterations, 1), reset=True)
 
 
 def eval_log_line(prefix: str, loss: float) -> str:

@@ -15,7 +15,7 @@ import logging
 import os
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy
 import torch
@@ -23,7 +23,7 @@ import torch
 from megatron_bridge_cli.training.env import WorldInfo
 
 __all__ = ["TrainingState", "Built", "init_distributed", "set_seeds", "build_model", "build_optimizer",
-           "build_scheduler", "destroy_distributed", "unwrap", "on_cpu"]
+           "build_scheduler", "destroy_distributed", "unwrap", "on_cpu", "init_rerun_state_machine"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,20 @@ class Built:
     optimizer: Any
     scheduler: Any
     state: TrainingState
+    forward_step: Optional[Callable] = None
+    """A user's ``(data_iterator, model) -> (output, loss_func)`` replacing the built-in step."""
+
+
+@dataclass
+class StepState:
+    """What a user forward step with a leading state argument receives
+    (``forward_step(state, data_iterator, model)``, as Megatron-Bridge allows)."""
+
+    cfg: Any
+    """The finalized ConfigContainer of the run."""
+
+    train_state: TrainingState
+    """Iteration and consumed samples, updated as training goes."""
 
 
 def init_distributed(cfg, world: WorldInfo) -> None:
@@ -82,9 +96,12 @@ def init_distributed(cfg, world: WorldInfo) -> None:
         tensor_model_parallel_size=m.tensor_model_parallel_size,
         pipeline_model_parallel_size=m.pipeline_model_parallel_size,
         virtual_pipeline_model_parallel_size=m.virtual_pipeline_model_parallel_size,
+        pipeline_model_parallel_comm_backend=m.pipeline_model_parallel_comm_backend,
         context_parallel_size=m.context_parallel_size,
+        hierarchical_context_parallel_sizes=m.hierarchical_context_parallel_sizes,
         expert_model_parallel_size=m.expert_model_parallel_size,
         expert_tensor_parallel_size=m.expert_tensor_parallel_size,
+        num_distributed_optimizer_instances=cfg.ddp.num_distributed_optimizer_instances,
         distributed_timeout_minutes=cfg.dist.distributed_timeout_minutes,
         create_gloo_process_groups=cfg.dist.use_gloo_process_groups,
     )
@@ -113,8 +130,39 @@ def set_seeds(cfg) -> None:
     numpy.random.seed(seed)
     torch.manual_seed(seed)
     tensor_parallel.model_parallel_cuda_manual_seed(
-        seed, te_rng_tracker=cfg.rng.te_rng_tracker, inference_rng_tracker=cfg.rng.inference_rng_tracker
+        seed,
+        # Either spelling asks for the tracker (Megatron-LM's --te-rng-tracker sets the model's).
+        te_rng_tracker=cfg.rng.te_rng_tracker or cfg.model.use_te_rng_tracker,
+        inference_rng_tracker=cfg.rng.inference_rng_tracker or cfg.model.inference_rng_tracker,
     )
+
+
+def init_rerun_state_machine(cfg) -> None:
+    """megatron-core's rerun state machine (a process-wide singleton) in --rerun_state_machine's
+    mode, replacing any earlier one. megatron-core's own checks (DDP's
+    --ddp.check_for_nan_in_grad) and the loop's loss checks go through it."""
+    from megatron.core.rerun_state_machine import (
+        RerunDiagnostic,
+        RerunErrorInjector,
+        RerunMode,
+        destroy_rerun_state_machine,
+        initialize_rerun_state_machine,
+    )
+
+    r = cfg.rerun_state_machine
+    mode = {"disabled": RerunMode.DISABLED, "validate_results": RerunMode.VALIDATE_RESULTS,
+            "report_stats": RerunMode.REPORT_DETERMINISM_STATS}[r.rerun_mode]
+    destroy_rerun_state_machine()
+    rsm_log = logging.getLogger("megatron.core.rerun_state_machine")
+    level = rsm_log.level
+    rsm_log.setLevel(logging.ERROR)  # its "initialized in mode ..." notice is a WARNING on every run
+    try:
+        initialize_rerun_state_machine(
+            mode=mode,
+            error_injector=RerunErrorInjector(r.error_injection_rate, RerunDiagnostic(r.error_injection_type)),
+        )
+    finally:
+        rsm_log.setLevel(level)
 
 
 def unwrap(chunk):
@@ -171,11 +219,17 @@ def build_optimizer(cfg, model: list):
     from megatron.core.distributed import finalize_model_grads
     from megatron.core.optimizer import get_megatron_optimizer
 
+    from megatron_bridge_cli.training.metrics import make_timers
+
+    # --logger.timing_log_level: megatron-core's schedules, gradient reduction and optimizer time
+    # their phases on the Timers they find in these configs (None at level 0: nothing is timed).
+    timers = make_timers(cfg.logger.timing_log_level)
+    cfg.optimizer.timers = timers
     optimizer = get_megatron_optimizer(cfg.optimizer, model, use_gloo_process_groups=cfg.dist.use_gloo_process_groups)
     config = cfg.model  # the TransformerConfig every chunk holds (get_model_config(model[0]))
     config.grad_scale_func = optimizer.scale_loss
     config.finalize_model_grads_func = finalize_model_grads
-    config.timers = None
+    config.timers = timers
     if cfg.ddp.overlap_grad_reduce:
         no_sync = [m.no_sync for m in model]
         config.no_sync_func = no_sync[0] if len(model) == 1 else no_sync

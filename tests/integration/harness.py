@@ -150,6 +150,22 @@ def val_losses(output: str) -> list[tuple[int, Optional[str], float]]:
     return [(int(m.group(1)), m.group(3), float(m.group(4))) for m in VAL_RE.finditer(output)]
 
 
+_PER_STEP_RE = re.compile(r"^(iteration\s+\d+/\s*\d+ \||validation loss at iteration \d+|-{100}$)")
+_TORCH_LOG_PREFIX_RE = re.compile(r"^[DIWE]\d{4} [\d:.]+ \d+ \S+:\d+\] ")
+
+
+def repeated_lines(output: str) -> dict[str, int]:
+    """{line: count} of the lines a job printed more than once, leaving out its per-iteration
+    and per-evaluation lines and lines with no words (torchrun's banner of asterisks)."""
+    from collections import Counter
+
+    counts = Counter(
+        line.rstrip() for line in output.splitlines()
+        if re.search(r"[A-Za-z]", _TORCH_LOG_PREFIX_RE.sub("", line)) and not _PER_STEP_RE.match(line)
+    )
+    return {line: n for line, n in counts.items() if n > 1}
+
+
 def tb_scalars(logdir: Path) -> dict[str, dict[int, float]]:
     """{tag: {step: value}} of every scalar in the TensorBoard event files under logdir."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -166,3 +182,31 @@ def assert_ok(proc: subprocess.CompletedProcess) -> str:
 
 def close(a: dict[int, float], b: dict[int, float], rel: float) -> bool:
     return a.keys() == b.keys() and all(abs(a[k] - b[k]) <= rel * abs(b[k]) for k in a)
+
+
+def job_processes(root_pid: int) -> list:
+    """Every process below ``root_pid`` right now (psutil.Process objects)."""
+    import psutil
+
+    try:
+        return psutil.Process(root_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def still_running(procs: list, timeout: float) -> list:
+    """Those of ``procs`` still running (zombies count as gone) after waiting up to ``timeout``."""
+    import psutil
+
+    def running(p) -> bool:
+        try:
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.time() + timeout
+    left = [p for p in procs if running(p)]
+    while left and time.time() < deadline:
+        time.sleep(0.02)
+        left = [p for p in left if running(p)]
+    return left

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.harness import assert_ok, close, losses, run_job, tb_scalars, val_losses
+from tests.integration.harness import assert_ok, close, losses, repeated_lines, run_job, tb_scalars, val_losses
 
 ITERS = 6
 # Float sums run in another order across ranks: equal up to rounding, not bitwise.
@@ -61,6 +61,7 @@ def test_data_parallel_with_distributed_optimizer_matches_single_process(referen
         "optimizer.use_distributed_optimizer": True, "ddp.use_distributed_optimizer": True,
     }, nproc=2))
     assert "DP=2" in out
+    assert repeated_lines(out) == {}, out[-3000:]  # library warnings: once, from rank 0
     assert close(losses(out), losses(reference[0]), REL), (losses(out), losses(reference[0]))
     assert close(dict((i, v[2]) for i, v in enumerate(val_losses(out))),
                  dict((i, v[2]) for i, v in enumerate(val_losses(reference[0]))), REL)
@@ -69,6 +70,7 @@ def test_data_parallel_with_distributed_optimizer_matches_single_process(referen
 def test_tensor_parallel_matches_single_process(reference, tp2):
     out, save = tp2
     assert "TP=2" in out
+    assert repeated_lines(out) == {}, out[-3000:]
     assert close(losses(out), losses(reference[0]), REL), (losses(out), losses(reference[0]))
     assert (save / "latest_checkpointed_iteration.txt").read_text() == str(ITERS)
     assert (save / "iter_0000004" / "run_config.yaml").is_file()
@@ -94,6 +96,7 @@ def test_interleaved_pipeline_trains(stdlib_data, tmp_path):
         "checkpoint.save": str(save),
     }, nproc=2))
     assert "PP=2 VP=2" in out
+    assert out.count("setting --model.batch_p2p_comm=false") == 1 and repeated_lines(out) == {}, out[-3000:]
     got = losses(out)
     assert sorted(got) == list(range(1, 7)) and got[6] < got[1] - 0.2, got
     assert (save / "latest_checkpointed_iteration.txt").read_text() == "6"

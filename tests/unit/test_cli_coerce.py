@@ -214,3 +214,14 @@ def test_bad_flag_values(argv, message):
     with pytest.raises(ConfigError) as e:
         flags(*argv)
     assert message in str(e.value)
+
+
+def test_none_switches_off_an_optional_path():
+    """--checkpoint.save=none means no saving, not a folder named 'none' (any spelling of null)."""
+    from typing import Optional
+
+    from megatron_bridge_cli.values import from_text
+
+    for word in ("none", "None", "NONE", "null", "~"):
+        assert from_text([word], Optional[str]) is None
+    assert from_text(["none"], str) == "none"  # a required string keeps the word

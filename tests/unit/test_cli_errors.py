@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from megatron_bridge_cli.cli.main import main
 
@@ -20,48 +19,8 @@ def run(argv, capsys):
     return rc, out, err
 
 
-@pytest.fixture
-def files(tmp_path):
-    (tmp_path / "bad_syntax.yaml").write_text("model:\n  num_layers: 2\n   hidden_size: [\n")
-    (tmp_path / "typo.yaml").write_text("train:\n  micro_batch_sise: 2\n")
-    (tmp_path / "bad_recipe.py").write_text("import no_such_module_anywhere\n")
-    return tmp_path
-
-
-@pytest.mark.parametrize("argv, expected", [
-    (["--model.num_layer=3"], "unknown flag --model.num_layer; did you mean --model.num_layers"),
-    (["--train.lr=0.1"], "unknown flag --train.lr; did you mean --optimizer.lr?"),
-    (["--nosuch"], "unknown flag --nosuch"),
-    (["--model.num_layers=x"], "--model.num_layers: invalid value 'x': expected an integer"),
-    (["--tokenizer.tokenizer_type=bpe"], "--tokenizer.tokenizer_type: invalid value 'bpe': expected one of: "
-                                         "NullTokenizer, ByteLevelTokenizer"),
-    (["--config-file", "{tmp}/missing.yaml"], "config file '{tmp}/missing.yaml' does not exist"),
-    (["--config-file", "{tmp}/bad_syntax.yaml"], "config file '{tmp}/bad_syntax.yaml' is not valid YAML at line 3"),
-    (["--config-file", "{tmp}/typo.yaml"], "config file '{tmp}/typo.yaml': unknown key 'micro_batch_sise' in "
-                                           "section 'train'; did you mean 'micro_batch_size'"),
-    (["--recipe", "llama3_8"], "unknown recipe 'llama3_8'; did you mean 'llama3_8b'"),
-    (["--recipe", "zzz"], "unknown recipe 'zzz'; built-in recipes: gpt_cpu_tiny"),
-    (["--recipe", "{tmp}/none.py:f"], "recipe file '{tmp}/none.py' does not exist"),
-    (["--recipe", "{tmp}/bad_recipe.py:f"], "failed to import: ModuleNotFoundError"),
-    (["--recipe", "{tmp}/missing.yaml"], "config file '{tmp}/missing.yaml' does not exist"),
-    (["stray"], "unexpected argument 'stray'"),
-    (["-x"], "unknown option '-x'"),
-    (["--dry-run=yes"], "--dry-run takes no value"),
-    (["--world-size", "2"], "--world-size only applies to --dry-run"),
-    (["--world-size", "two", "--dry-run"], "--world-size: invalid value 'two': expected an integer"),
-    (["--nnodes", "2"], "--nnodes needs --nproc-per-node"),
-    (["--config-file"], "--config-file takes one value, got none"),
-    (["--help", "zzzz"], "--help zzzz: no section or flag matches"),
-    (["--dry-run", "--world-size", "0"], "--world-size (0) must be at least 1"),
-])
-def test_usage_errors(argv, expected, files, capsys):
-    argv = [a.format(tmp=files) for a in argv]
-    rc, out, err = run(argv, capsys)
-    assert rc == 2
-    assert out == ""
-    assert err.startswith("bridge-train: error: ") and err.count("bridge-train: error:") == 1
-    assert expected.format(tmp=files) in err
-    assert "Traceback" not in err
+# The table of single bad inputs (flags, YAML, recipes, data, checkpoints, environment) is
+# tests/unit/test_bad_inputs.py; these are the cross-cutting behaviours.
 
 
 def test_validation_reports_every_problem_at_once(capsys):

@@ -54,7 +54,7 @@ def test_every_user_field_of_every_section_class_has_a_flag():
 def test_derived_and_private_fields_have_no_flag():
     table = build_table()
     for path in ("train.data_parallel_size", "train.num_microbatches", "scheduler.lr_decay_steps",
-                 "model.padded_vocab_size", "dataset.sequence_length"):
+                 "model.padded_vocab_size", "dataset.sample_length"):
         assert path not in table.flags
     assert not [p for p in table.flags if p.rsplit(".", 1)[1].startswith("_")]
 

@@ -123,7 +123,7 @@ def test_a_section_flag_takes_a_yaml_mapping():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--peft={dim: [}"], "--peft: not valid YAML flow syntax"),
+    (["--peft={dim: [}"], "--peft: the value is not valid YAML"),
     (["--peft.dim=8"], "--peft is off; switch it on first with --peft=lora or --peft=dora"),
     (["--model.encoder_num_layers=2"], "only T5ModelProvider has this field, but --model is GPTModelProvider (gpt); "
                                        "switch first with --model=t5"),

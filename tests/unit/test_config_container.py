@@ -124,7 +124,7 @@ def test_derived_values():
     assert run.train.eval_num_microbatches == 16 // (4 * 2)
     assert run.scheduler.lr_decay_steps == 1600 and run.scheduler.lr_warmup_steps == 160
     assert run.model.padded_vocab_size == 256  # 128 rounded up to 128 x TP
-    assert run.dataset.sequence_length == 32
+    assert run.dataset.sample_length == 32
     assert run.model.num_query_groups == 4 and run.model.kv_channels == 16
 
 

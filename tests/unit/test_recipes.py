@@ -190,7 +190,7 @@ def test_user_recipe_extends_a_builtin():
     run = finalize(my_recipe(), world_size=llama3_8b.documented_world_size)
     assert (run.model.seq_length, run.model.num_layers, run.train.train_iters) == (4096, 16, 10_000)
     assert run.model.num_query_groups == 8 and run.model.rotary_base == 500_000
-    assert run.dataset.sequence_length == 4096
+    assert run.dataset.sample_length == 4096
 
 
 def test_recipes_return_fresh_containers():

@@ -93,7 +93,7 @@ def test_refused_targets_are_not_imported(tmp_path, target):
 def test_allowed_target_that_is_not_a_config_class_is_not_called(tmp_path):
     cfg = tiny_container()
     data = yaml.safe_load(cfg.to_yaml())
-    data["model"]["activation_func"] = {"_target_": "torch.save"}  # no _call_: false
+    data["model"]["activation_func"] = {"_target_": "torch.zeros"}  # no _call_: false (torch.save is denied)
     path = tmp_path / "call.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     with pytest.raises(ConfigError, match="not a config class"):

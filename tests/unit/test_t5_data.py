@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from megatron_bridge_cli.config import ConfigContainer, GPTDatasetConfig, T5DatasetConfig, TokenizerConfig, finalize
-from megatron_bridge_cli.data.datasets import build_datasets, check_data_paths
+from megatron_bridge_cli.data.datasets import build_datasets
+from megatron_bridge_cli.training.preflight import prepare
 from megatron_bridge_cli.data.preprocess import split_sentences, write_indexed_dataset
 from megatron_bridge_cli.data.tokenizers import ByteLevelTokenizer, build_tokenizer
 from megatron_bridge_cli.errors import ConfigError, ValidationError
@@ -96,8 +97,7 @@ def indexed_text(tmp_path):
 
 def test_span_corruption_samples_from_an_indexed_file(indexed_text):
     prefix, docs = indexed_text
-    cfg = finalize(tiny_t5(dataset__data_path=[prefix], dataset__split="80,10,10"), 1)
-    check_data_paths(cfg)
+    cfg = prepare(tiny_t5(dataset__data_path=[prefix], dataset__split="80,10,10"), 1)
     tok = build_tokenizer(cfg.tokenizer, cfg.model.vocab_size)
     with single_rank_parallel_state():
         train, valid, test = build_datasets(cfg, tok, needs_data=True)
@@ -148,11 +148,10 @@ def test_documents_t5_cannot_sample_are_refused_before_training(tmp_path):
     builder.finalize(bad + ".idx")
     with pytest.raises(ConfigError, match=r"--dataset.valid_data_path: .*bad \(1 documents\) has no document T5 "
                                           r"can sample from .* --split-sentences"):
-        check_data_paths(finalize(tiny_t5(dataset__train_data_path=[prefix], dataset__valid_data_path=[bad]), 1))
-    cfg = finalize(tiny_t5(dataset__train_data_path=[prefix], dataset__valid_data_path=[prefix]), 1)
-    check_data_paths(cfg)  # the first document is enough
+        prepare(tiny_t5(dataset__train_data_path=[prefix], dataset__valid_data_path=[bad]), 1)
+    prepare(tiny_t5(dataset__train_data_path=[prefix], dataset__valid_data_path=[prefix]), 1)  # the first document is enough
     with pytest.raises(ConfigError, match=r"--dataset.split='50,50' leaves the validation split .* T5 can sample"):
-        check_data_paths(finalize(tiny_t5(dataset__data_path=[prefix], dataset__split="50,50"), 1))
+        prepare(tiny_t5(dataset__data_path=[prefix], dataset__split="50,50"), 1)
 
 
 # --------------------------------------------------------------------------- forward step
@@ -205,7 +204,7 @@ def test_t5_recipe_uses_span_corruption_and_round_trips(tmp_path):
     cfg = RECIPES["t5_220m"]()
     assert isinstance(cfg.dataset, T5DatasetConfig) and cfg.tokenizer.vocab_extra_ids == 100
     final = finalize(cfg, RECIPES["t5_220m"].documented_world_size)
-    assert (final.dataset.sequence_length, final.dataset.decoder_sequence_length) == (512, 128)
+    assert (final.dataset.sample_length, final.dataset.decoder_sample_length) == (512, 128)
     cfg.dataset.masking_probability = 0.2
     cfg.to_yaml(str(tmp_path / "t5.yaml"))
     assert ConfigContainer.from_yaml(str(tmp_path / "t5.yaml")) == cfg

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from megatron_bridge_cli.data.datasets import _GlobalBatchSampler, check_data_paths, dataset_sizes, split_blend
+from megatron_bridge_cli.data.datasets import _GlobalBatchSampler, dataset_sizes, split_blend
+from megatron_bridge_cli.training.preflight import prepare
 from megatron_bridge_cli.errors import ConfigError
 from megatron_bridge_cli.training.checkpointing import check_load_paths, checkpoint_dir_to_load
 from megatron_bridge_cli.training.launch import torchrun_args
@@ -79,8 +80,8 @@ def test_weighted_blends_parse():
 def test_missing_data_files_name_the_flag(tmp_path):
     cfg = _cfg()
     cfg.dataset.data_path = [str(tmp_path / "nope")]
-    with pytest.raises(ConfigError, match=r"--dataset.data_path: .*nope.bin does not exist"):
-        check_data_paths(cfg)
+    with pytest.raises(ConfigError, match=r"--dataset.data_path: .*nope.bin and .*nope.idx not found"):
+        prepare(cfg, 1)
 
 
 def test_split_without_documents_is_refused(tmp_path):
@@ -92,9 +93,9 @@ def test_split_without_documents_is_refused(tmp_path):
     cfg.dataset.data_path = [str(tmp_path / "d")]
     cfg.dataset.split = "969,30,1"
     with pytest.raises(ConfigError, match=r"--dataset.split='969,30,1' leaves the test split"):
-        check_data_paths(cfg)
+        prepare(cfg, 1)
     cfg.dataset.split = "80,10,10"
-    check_data_paths(cfg)
+    prepare(cfg, 1)
 
 
 def test_checkpoint_paths(tmp_path):
@@ -147,6 +148,6 @@ def test_sections_the_loop_does_not_drive_are_refused_not_ignored(tmp_path):
     cfg.peft = LoRAConfig()
     cfg.checkpoint.pretrained_checkpoint = str(tmp_path)
     cfg.profiling = ProfilingConfig(use_pytorch_profiler=True)
-    with pytest.raises(ConfigError, match=r"--peft, --profiling: configured and validated, but the training loop"):
+    with pytest.raises(ConfigError, match=r"--peft, --profiling: configured, but the training loop does not apply it yet"):
         run_training(cfg)
     assert not torch.distributed.is_initialized()

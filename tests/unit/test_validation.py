@@ -1,5 +1,7 @@
 """validate()/finalize(): every problem is reported, all at once, naming the flag to change."""
 
+import logging
+
 import pytest
 import torch
 
@@ -11,6 +13,8 @@ from megatron_bridge_cli.config import (
     finalize,
     validate,
 )
+from megatron_bridge_cli.config.models.mamba import mamba_missing_packages
+from megatron_bridge_cli.config.models.provider import transformer_engine_available
 from megatron_bridge_cli.errors import ConfigError, ValidationError
 from tests.factories import tiny_container
 
@@ -20,6 +24,15 @@ def problems_of(cfg, world_size=1) -> list[str]:
         validate(cfg, world_size)
     assert isinstance(err.value, ConfigError) and err.value.exit_code == 2
     return err.value.problems
+
+
+def own_problems(cfg) -> list[str]:
+    """Problems besides the refusal of sections the loop does not drive yet (profiling, peft)."""
+    try:
+        validate(cfg)
+    except ValidationError as e:
+        return [p for p in e.problems if "does not apply it yet" not in p]
+    return []
 
 
 def only_problem(cfg, world_size=1) -> str:
@@ -67,6 +80,7 @@ def test_warmup_not_shorter_than_decay():
     cfg = tiny_container(train_iters=100)
     cfg.scheduler.lr_warmup_iters = 20
     cfg.scheduler.lr_decay_iters = 20
+    cfg.explicit_paths.add("scheduler.lr_warmup_iters")  # as a flag or YAML file would
     message = only_problem(cfg)
     assert "--scheduler.lr_warmup_iters (20)" in message and "--scheduler.lr_decay_iters" in message
 
@@ -74,7 +88,28 @@ def test_warmup_not_shorter_than_decay():
 def test_warmup_longer_than_whole_run():
     cfg = tiny_container(train_iters=100)
     cfg.scheduler.lr_warmup_iters = 150
+    cfg.explicit_paths.add("scheduler.lr_warmup_iters")
     assert "--scheduler.lr_warmup_iters (150)" in only_problem(cfg)
+
+
+@pytest.mark.parametrize("unit", ["iters", "samples"])
+def test_recipe_warmup_is_shortened_to_fit_a_short_run(unit, caplog):
+    """A smoke run of any recipe works: a warmup the user did not set shrinks to a tenth of the
+    decay, with a warning; one the user set explicitly stays an error."""
+    if unit == "iters":
+        cfg = tiny_container(train_iters=10)
+        cfg.scheduler.lr_warmup_iters = 50
+    else:
+        cfg = tiny_container(train_iters=None, train_samples=80)
+        cfg.scheduler.lr_warmup_iters, cfg.scheduler.lr_warmup_samples = 0, 400
+    with caplog.at_level(logging.WARNING, logger="megatron_bridge_cli.config.finalize"):
+        final = finalize(cfg, 1)
+    assert final.scheduler.lr_decay_steps == 80
+    assert final.scheduler.lr_warmup_steps == 8
+    assert f"--scheduler.lr_warmup_{unit}=" in caplog.text and "does not fit" in caplog.text
+    assert cfg.scheduler.lr_warmup_iters == (50 if unit == "iters" else 0)  # the user's container is untouched
+    cfg.explicit_paths.add(f"scheduler.lr_warmup_{unit}")
+    assert f"--scheduler.lr_warmup_{unit}" in only_problem(cfg)
 
 
 @pytest.mark.parametrize("section", ["model", "optimizer", "mixed_precision"])
@@ -94,6 +129,7 @@ def test_sequence_parallel_with_tp1():
     assert "--model.sequence_parallel needs --model.tensor_model_parallel_size > 1" in problems_of(cfg)
 
 
+@pytest.mark.skipif(transformer_engine_available(), reason="Transformer Engine is installed here")
 def test_sequence_parallel_without_transformer_engine():
     cfg = tiny_container()
     cfg.model.sequence_parallel = True
@@ -104,24 +140,25 @@ def test_sequence_parallel_without_transformer_engine():
 def test_peft_without_pretrained_checkpoint():
     cfg = tiny_container()
     cfg.peft = LoRAConfig()
-    assert "--checkpoint.pretrained_checkpoint" in only_problem(cfg)
+    assert [p for p in own_problems(cfg) if "--checkpoint.pretrained_checkpoint" in p]
     cfg.checkpoint.pretrained_checkpoint = "/ckpt/base"
-    validate(cfg)
+    assert own_problems(cfg) == []
 
 
 def test_profiling_start_after_end():
     cfg = tiny_container()
     cfg.profiling = ProfilingConfig(use_pytorch_profiler=True, profile_step_start=20, profile_step_end=10)
-    message = only_problem(cfg)
+    [message] = own_problems(cfg)
     assert "--profiling.profile_step_start (20)" in message and "--profiling.profile_step_end (10)" in message
 
 
 def test_nsys_and_torch_profiler_both_on():
     cfg = tiny_container()
     cfg.profiling = ProfilingConfig(use_pytorch_profiler=True, use_nsys_profiler=True)
-    assert "--profiling.use_nsys_profiler and --profiling.use_pytorch_profiler" in only_problem(cfg)
+    assert "--profiling.use_nsys_profiler and --profiling.use_pytorch_profiler" in own_problems(cfg)[0]
 
 
+@pytest.mark.skipif(not mamba_missing_packages(), reason="the mamba-ssm stack is installed here")
 def test_mamba_without_mamba_ssm_says_what_to_install():
     cfg = tiny_container()
     cfg.model = MambaModelProvider(num_layers=2, hidden_size=64, num_attention_heads=4, vocab_size=128, seq_length=32)
@@ -145,14 +182,15 @@ def test_several_problems_come_back_together():
     cfg.profiling = ProfilingConfig(profile_step_start=5, profile_step_end=1)
     cfg.peft = LoRAConfig()
     problems = problems_of(cfg, world_size=3)
-    assert len(problems) == 6, problems
+    assert len(problems) == 7, problems  # six mistakes, and profiling/peft are not driven yet
     text = str(ValidationError(problems))
-    assert text.startswith("invalid configuration (6 problem(s)):")
+    assert text.startswith("invalid configuration (7 problem(s)):")
 
 
 def test_warmup_problem_reported_with_others():
     cfg = tiny_container(train_iters=10)
     cfg.scheduler.lr_warmup_iters = 50
+    cfg.explicit_paths.add("scheduler.lr_warmup_iters")
     cfg.model.seq_length, cfg.dataset.seq_length = 64, 32
     problems = problems_of(cfg)
     assert len(problems) == 2 and any("lr_warmup_iters" in p for p in problems)

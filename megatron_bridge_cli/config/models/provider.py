@@ -13,12 +13,18 @@ from typing import Literal, Optional
 
 from megatron.core.transformer.transformer_config import TransformerConfig
 
+from megatron_bridge_cli.config.strict import StrictFields, relax
+
 __all__ = ["DeferredPostInit", "ModelProviderBase", "transformer_engine_available"]
 
 
 def transformer_engine_available() -> bool:
     """True when Transformer Engine is importable (checked without importing it)."""
     return importlib.util.find_spec("transformer_engine") is not None
+
+
+HEAD_DIM = 128
+"""Channels per attention head assumed when num_attention_heads is left at 0."""
 
 
 class DeferredPostInit:
@@ -35,13 +41,19 @@ class DeferredPostInit:
         """Deliberately empty: see the class docstring."""
 
     def finalize(self) -> None:
-        """Run the wrapped megatron-core class's ``__post_init__`` (derivations and checks)."""
+        """Run the wrapped megatron-core class's ``__post_init__`` (derivations and checks).
+        megatron-core sets attributes of its own there, so the object is relaxed first."""
+        relax(self)
         super().__post_init__()  # type: ignore[misc]
 
 
 @dataclass
-class ModelProviderBase(DeferredPostInit, TransformerConfig):
+class ModelProviderBase(StrictFields, DeferredPostInit, TransformerConfig):
     """Fields every model family adds to megatron-core's TransformerConfig."""
+
+    num_attention_heads: int = 0
+    """Attention heads. 0 derives hidden_size // 128 at finalize (heads of 128 channels, as
+    Llama and GPT-3 175B have)."""
 
     seq_length: int = 1024
     """Maximum sequence length the model is trained on (tokens per sample)."""
@@ -66,6 +78,11 @@ class ModelProviderBase(DeferredPostInit, TransformerConfig):
     _finalized = False  # class attribute, not a field: set per instance by finalize()
 
     def finalize(self) -> None:
+        if self.num_attention_heads == 0 and self.hidden_size > 0:
+            if self.hidden_size % HEAD_DIM:
+                raise ValueError(f"model.num_attention_heads is not set and cannot be derived: hidden_size "
+                                 f"{self.hidden_size} is not a multiple of {HEAD_DIM}; set --model.num_attention_heads")
+            self.num_attention_heads = self.hidden_size // HEAD_DIM
         super().finalize()
         self._finalized = True
         if self.vocab_size is not None:
@@ -93,6 +110,10 @@ class ModelProviderBase(DeferredPostInit, TransformerConfig):
         return self.layer_spec == "transformer_engine"
 
     def ensure_finalized(self) -> None:
-        """Finalize on first use so a provider works standalone (model independence)."""
+        """Finalize on first use so a provider works standalone (model independence), and
+        outside a training job give it a one-rank runtime to be built in."""
         if not self._finalized:
             self.finalize()
+        from megatron_bridge_cli.training.standalone import ensure_single_rank_runtime
+
+        ensure_single_rank_runtime(self)

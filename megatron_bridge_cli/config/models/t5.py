@@ -51,8 +51,7 @@ class T5ModelProvider(ModelProviderBase):
     def provide(self, pre_process: Optional[bool] = None, post_process: Optional[bool] = None,
                 vp_stage: Optional[int] = None):
         """Build the megatron-core T5Model (both stacks on this rank; no pipeline split)."""
-        from megatron.core.models.T5 import T5Model
-        from megatron.core.models.T5 import t5_spec
+        from megatron.core.models.T5 import T5Model, t5_spec
 
         self.ensure_finalized()
         encoder = self.encoder_config()
