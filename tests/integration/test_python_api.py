@@ -1,11 +1,12 @@
 """The design document's Python API (shared/config-overview.md), run as a user's script would.
 
-Two scripts run at once in fresh interpreters (a model built standalone sets up a process-wide
+Three scripts run at once in fresh interpreters (a model built standalone sets up a process-wide
 runtime, so they cannot share the test process):
 - ``examples``: the document's examples as written. ``GPTModelProvider(...).provide()`` builds
   the 1.3B-parameter model on CPU with no process group; the "Usage" container is built with
   ``GPTDatasetConfig(sequence_length=2048)``, overridden in Python and finalized lazily (the
   full-size run is checked, not trained: that needs GPUs); a typo'd override is refused.
+- ``readme``: the README's Python API snippet.
 - ``user_step``: ``pretrain(config, forward_step_func)`` trains a small model with a forward
   step of the user's (with the leading state argument), whose loss is twice the
   cross-entropy: the logged losses are exactly what it reported.
@@ -21,7 +22,7 @@ import textwrap
 
 import pytest
 
-from tests.integration.harness import LOSS_RE, env
+from tests.integration.harness import LOSS_RE, ROOT, env
 
 EXAMPLES = textwrap.dedent('''
     import json
@@ -110,8 +111,11 @@ USER_STEP = textwrap.dedent('''
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("python_api")
+    readme = (ROOT / "README.md").read_text().split("- **Python API.**", 1)[1]
+    readme_code = textwrap.dedent(re.search(r"```python\n(.*?)```", readme, re.S).group(1))
+    readme_code += "\n    print('RESULT ' + json.dumps({'params': sum(p.numel() for p in model.parameters())}))\n"
     procs = {}
-    for name, text in (("examples", EXAMPLES), ("user_step", USER_STEP)):
+    for name, text in (("examples", EXAMPLES), ("user_step", USER_STEP), ("readme", "import json\n" + readme_code)):
         script = tmp / f"{name}.py"
         script.write_text(text)
         procs[name] = subprocess.Popen([sys.executable, str(script)], cwd=tmp, env=env(), text=True,
@@ -131,6 +135,12 @@ def test_the_design_examples_run_as_written(results):
     assert r["final"] == [4096, 32, 4 * 4096, 5000, 2048, 2048]  # derived from the overrides, lazily
     assert r["user_values"] == [5000, 4096, 0]  # the user's container keeps what they set
     assert "TrainingConfig has no field 'train_iter'; did you mean 'train_iters'" in r["typo"]
+
+
+def test_the_readme_python_api_snippet_runs(results):
+    r, text = results["readme"]
+    assert "training 5 iterations" in text and "validation loss at iteration 5 on test set" in text, text[-2000:]
+    assert r["params"] > 0
 
 
 def test_a_user_forward_step_is_called_and_its_loss_is_logged(results):
