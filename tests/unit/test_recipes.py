@@ -209,3 +209,18 @@ def test_uneven_pipeline_split_of_405b():
     first, last, pp = m.num_layers_in_first_pipeline_stage, m.num_layers_in_last_pipeline_stage, m.pipeline_model_parallel_size
     assert (first, last, pp) == (15, 15, 8)
     assert (m.num_layers - first - last) % (pp - 2) == 0 and (m.num_layers - first - last) // (pp - 2) == 16
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_recipe_takes_a_short_smoke_run(name, caplog):
+    """`--train.train_iters=10` on any recipe finalizes at its documented world size: recipe
+    defaults written for a full run (warmup) shrink to fit, with a warning."""
+    fn = RECIPES[name]
+    cfg = fn()
+    cfg.train.train_iters, cfg.train.train_samples = 10, None
+    cfg.explicit_paths.add("train.train_iters")
+    if name.startswith("mamba") and not MAMBA_READY:
+        pytest.skip("the Mamba recipe needs mamba-ssm (validation says so)")
+    final = finalize(cfg, fn.documented_world_size)
+    assert final.train.total_iters == 10
+    assert final.scheduler.lr_warmup_steps < final.scheduler.lr_decay_steps
