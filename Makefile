@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # torch first, pinned to the CPU wheel these machines carry; an unpinned torch would pull GBs of CUDA.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test clean
+.PHONY: setup demo finetune-demo test clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,19 @@ $(DEMO_DATA).bin: | setup
 demo: setup $(DEMO_DATA).bin
 	$(PY) -m megatron_bridge_cli --nproc-per-node 2 \
 		--dataset.data_path=$(DEMO_DATA) --train.train_iters=120 --checkpoint.save=demo_run/checkpoints
+
+# The finetuning demo: pretrain the demo model briefly on the stdlib text, then LoRA-finetune it
+# on the instruction set shipped in scripts/data/sft_tasks.jsonl (--dataset=sft, packed rows,
+# loss on the responses only); the validation loss is printed every 20 iterations.
+FT_DIR := demo_run/finetune
+
+finetune-demo: setup $(DEMO_DATA).bin
+	$(PY) -m megatron_bridge_cli --nproc-per-node 2 --dataset.data_path=$(DEMO_DATA) --train.train_iters=60 \
+		--train.eval_iters=0 --checkpoint.save=$(FT_DIR)/base
+	$(PY) -m megatron_bridge_cli --nproc-per-node 2 --peft=lora --checkpoint.pretrained_checkpoint=$(FT_DIR)/base \
+		--dataset=sft --dataset.data_path=scripts/data/sft_tasks.jsonl --dataset.split=90,10,0 --dataset.packed \
+		--train.train_iters=60 --train.eval_interval=20 --train.eval_iters=2 --optimizer.lr=1e-2 \
+		--scheduler.lr_warmup_iters=4 --checkpoint.save=$(FT_DIR)/lora
 
 test: setup
 	$(PY) -m pytest -q

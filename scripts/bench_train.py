@@ -19,6 +19,13 @@ the ratio of the medians counts. Target: whole-job ratio <= 1.20. ``--only job``
 ``BRIDGE_TRAIN_START_METHOD=exec`` in the environment times fresh-interpreter workers instead of
 forked ones (the figure before bridge-train forked them). OMP_NUM_THREADS is left as the caller
 has it (both launchers default it to 1 per worker).
+
+The LoRA row (``--only lora``) trains one wider model (gpt_cpu_tiny at hidden 512: ~17M
+parameters, so gradients and Adam state are a sizeable share of memory) twice through
+bridge-train from the same base checkpoint, made first by a one-iteration bridge-train run in a
+temporary folder: full training, then ``--peft=lora`` (default targets, dim 32). It prints the
+per-iteration median and the largest per-worker peak of each, and the ratios LoRA/full
+(``--lora-iters``, ``--lora-repeats`` alternating pairs, best of each). Target: memory ratio < 1.0.
 """
 
 from __future__ import annotations
@@ -42,17 +49,40 @@ sys.path.insert(0, str(ROOT))
 TIME_RE = re.compile(r"^iteration\s+(\d+)/.*elapsed time per iteration \(ms\): ([0-9.]+)", re.M)
 
 
-def bench_config(iters: int):
-    """The benchmarked run: gpt_cpu_tiny on mock data, no evaluation, no checkpoints."""
+def bench_config(iters: int, **recipe):
+    """The benchmarked run: gpt_cpu_tiny (``recipe`` overrides its arguments) on mock data, no
+    evaluation, no checkpoints."""
     from megatron_bridge_cli.recipes.gpt import gpt_cpu_tiny
 
-    cfg = gpt_cpu_tiny(train_iters=iters)
+    cfg = gpt_cpu_tiny(train_iters=iters, **recipe)
     cfg.scheduler.lr_warmup_iters = 1
     cfg.train.eval_iters = 0
     cfg.train.eval_interval = None
     cfg.logger.log_interval = 1
     cfg.logger.log_memory = False
     cfg.dataset.data_path = None
+    return cfg
+
+
+LORA_MODEL = {"hidden_size": 512, "num_layers": 4}
+"""The LoRA row's model: gpt_cpu_tiny's recipe arguments."""
+
+
+def lora_config(kind: str, iters: int, base: str):
+    """The LoRA row's runs. ``lora-base``: one iteration saving the base weights to ``base``;
+    ``lora-full``: full training from them; ``lora``: --peft=lora from them (the same run but for
+    the adapters)."""
+    from megatron_bridge_cli.config import LoRAConfig
+
+    cfg = bench_config(iters, **LORA_MODEL)
+    if kind == "lora-base":
+        cfg.checkpoint.save = base
+        cfg.checkpoint.save_interval = iters
+        cfg.checkpoint.save_optim = cfg.checkpoint.save_rng = False  # only the weights are needed
+        return cfg
+    cfg.checkpoint.pretrained_checkpoint = base  # both sides start from the same weights
+    if kind == "lora":
+        cfg.peft = LoRAConfig()
     return cfg
 
 
@@ -79,15 +109,17 @@ def _write(out_dir: str, name: str, times_ms: list[float]) -> None:
 
 
 # --------------------------------------------------------------------------- the two workers
-def worker_bridge(iters: int, out_dir: str) -> None:
+def worker_bridge(iters: int, out_dir: str, kind: str = "bridge", base: str | None = None) -> None:
+    """bridge-train's run_training on bench_config (kind ``bridge``) or a LoRA-row config."""
     from megatron_bridge_cli.training.entry import run_training
 
+    cfg = bench_config(iters) if kind == "bridge" else lora_config(kind, iters, base)
     buf = io.StringIO()
     with redirect_stdout(buf):
-        rc = run_training(bench_config(iters))
+        rc = run_training(cfg)
     sys.stdout.write(buf.getvalue()[-2000:])
     times = [float(m.group(2)) for m in TIME_RE.finditer(buf.getvalue())]
-    _write(out_dir, "bridge", times)
+    _write(out_dir, kind, times)
     if rc:
         raise SystemExit(rc)
 
@@ -206,11 +238,11 @@ def worker_baseline(iters: int, out_dir: str) -> None:
 
 
 # --------------------------------------------------------------------------- the driver
-def run_side(kind: str, nproc: int, iters: int, out_dir: str) -> dict:
+def run_side(kind: str, nproc: int, iters: int, out_dir: str, base: str | None = None) -> dict:
     for f in Path(out_dir).glob(f"{kind}.rank*.json"):
         f.unlink()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           __file__, "--worker", kind, "--iters", str(iters), "--out", out_dir]
+           __file__, "--worker", kind, "--iters", str(iters), "--out", out_dir] + (["--base", base] if base else [])
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
     proc = subprocess.run(["timeout", "600"] + cmd, env=env, capture_output=True, text=True)
     if proc.returncode:
@@ -288,6 +320,33 @@ def bench_whole_job(nproc: int, iters: int, repeats: int, out_dir: str) -> float
     return ratio
 
 
+def bench_lora(nproc: int, iters: int, warmup: int, repeats: int) -> float:
+    """Full training vs --peft=lora of one model from one base checkpoint; prints the row and
+    returns the memory ratio LoRA/full."""
+    results = {"lora-full": [], "lora": []}
+    with tempfile.TemporaryDirectory() as out:
+        base = str(Path(out, "base"))
+        run_side("lora-base", nproc, 1, out, base)
+        for rep in range(repeats):
+            for kind in ("lora-full", "lora") if rep % 2 == 0 else ("lora", "lora-full"):
+                r = run_side(kind, nproc, iters, out, base)
+                med = statistics.median(r["times_ms"][warmup:])
+                results[kind].append((med, r["peak_mb"]))
+                print(f"  run {rep + 1} {kind:9s}: median {med:8.1f} ms/iter, peak {r['peak_mb']:8.1f} MB", flush=True)
+    best = {k: (min(v[0] for v in vals), max(v[1] for v in vals)) for k, vals in results.items()}
+    unit = "CUDA max allocated" if _cuda() else "max RSS"
+    dims = ", ".join(f"{k}={v}" for k, v in LORA_MODEL.items())
+    print(f"\nLoRA vs full training: gpt_cpu_tiny ({dims}), {nproc} processes, {iters} iterations "
+          f"(median after {warmup}), best of {repeats}")
+    print(f"{'':12s}{'ms/iter':>10s}{'peak MB per worker (' + unit + ')':>39s}")
+    for k, label in (("lora-full", "full"), ("lora", "lora")):
+        print(f"{label:12s}{best[k][0]:10.1f}{best[k][1]:39.1f}")
+    tr, mr = best["lora"][0] / best["lora-full"][0], best["lora"][1] / best["lora-full"][1]
+    print(f"LoRA/full time ratio   {tr:.3f}")
+    print(f"LoRA/full memory ratio {mr:.3f}  (target < 1.0) {'ok' if mr < 1.0 else 'ABOVE TARGET'}")
+    return mr
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nproc", type=int, default=2)
@@ -296,20 +355,26 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--job-iters", type=int, default=20, help="iterations of the whole-job row")
     p.add_argument("--job-repeats", type=int, default=5, help="bridge/baseline pairs of the whole-job row")
-    p.add_argument("--only", choices=["steps", "job"], help="run only the step-time table or the whole-job row")
-    p.add_argument("--worker", choices=["bridge", "baseline"], help=argparse.SUPPRESS)
+    p.add_argument("--lora-iters", type=int, default=12, help="iterations of each LoRA-row run")
+    p.add_argument("--lora-repeats", type=int, default=1, help="full/LoRA pairs of the LoRA row")
+    p.add_argument("--only", choices=["steps", "job", "lora"],
+                   help="run only the step-time table, the whole-job row or the LoRA row")
+    p.add_argument("--worker", choices=["bridge", "baseline", "lora-base", "lora-full", "lora"], help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
+    p.add_argument("--base", help=argparse.SUPPRESS)
     a = p.parse_args()
-    if a.worker == "bridge":
-        worker_bridge(a.iters, a.out)
+    if a.worker in ("bridge", "lora-base", "lora-full", "lora"):
+        worker_bridge(a.iters, a.out, a.worker, a.base)
         return 0
     if a.worker == "baseline":
         worker_baseline(a.iters, a.out)
         return 0
-    if a.only != "steps":
+    if a.only in (None, "job"):
         with tempfile.TemporaryDirectory() as out:
             bench_whole_job(a.nproc, a.job_iters, a.job_repeats, out)
-    if a.only == "job":
+    if a.only in (None, "lora"):
+        bench_lora(a.nproc, a.lora_iters, a.warmup, a.lora_repeats)
+    if a.only in ("job", "lora"):
         return 0
     results = {"bridge": [], "baseline": []}
     with tempfile.TemporaryDirectory() as out:

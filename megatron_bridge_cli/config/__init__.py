@@ -3,6 +3,7 @@
 from megatron_bridge_cli.config.checkpoint import CheckpointConfig
 from megatron_bridge_cli.config.container import SECTION_KINDS, ConfigContainer
 from megatron_bridge_cli.config.data import (
+    FinetuningDatasetConfig,
     GPTDatasetConfig,
     MockGPTDatasetConfig,
     T5DatasetConfig,
@@ -40,7 +41,7 @@ from megatron_bridge_cli.config.training import TrainingConfig
 
 __all__ = [
     "CheckpointConfig", "CommOverlapConfig", "ConfigContainer", "DistributedDataParallelConfig",
-    "DistributedInitConfig", "DoRAConfig", "FaultToleranceConfig", "GPTDatasetConfig",
+    "DistributedInitConfig", "DoRAConfig", "FaultToleranceConfig", "FinetuningDatasetConfig", "GPTDatasetConfig",
     "GPTModelProvider", "InProcessRestartConfig", "LoRAConfig", "LoggerConfig",
     "MIXED_PRECISION_PRESETS", "MambaModelProvider", "MixedPrecisionConfig", "MockGPTDatasetConfig",
     "NVRxStragglerDetectionConfig", "OptimizerConfig", "ProfilingConfig", "RNGConfig",

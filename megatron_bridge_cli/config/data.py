@@ -1,19 +1,21 @@
 """Where training samples come from: megatron-core datasets over indexed .bin/.idx files (or mock).
 
-Two kinds share the file and split settings (:class:`DatasetConfigBase`): GPT's causal-LM
-samples (``--dataset=gpt``, ``--dataset=mock``) and T5's span-corruption samples
-(``--dataset=t5``) for encoder-decoder models.
+Three kinds share the file and split settings (:class:`DatasetConfigBase`): GPT's causal-LM
+samples (``--dataset=gpt``, ``--dataset=mock``), T5's span-corruption samples
+(``--dataset=t5``) for encoder-decoder models, and supervised finetuning samples from JSONL
+files (``--dataset=sft``).
 """
 
 from __future__ import annotations
 
 from dataclasses import InitVar, dataclass, field
-from typing import Optional
+from typing import Literal, Optional
 
 from megatron_bridge_cli.config.strict import StrictFields
 from megatron_bridge_cli.errors import ConfigError
 
-__all__ = ["DatasetConfigBase", "GPTDatasetConfig", "MockGPTDatasetConfig", "T5DatasetConfig", "DATASET_KINDS"]
+__all__ = ["DatasetConfigBase", "GPTDatasetConfig", "MockGPTDatasetConfig", "T5DatasetConfig",
+           "FinetuningDatasetConfig", "DATASET_KINDS"]
 
 
 @dataclass
@@ -156,5 +158,71 @@ class T5DatasetConfig(DatasetConfigBase):
         self.decoder_sample_length = self.decoder_seq_length or model.seq_length
 
 
-DATASET_KINDS = {"gpt": GPTDatasetConfig, "mock": MockGPTDatasetConfig, "t5": T5DatasetConfig}
+@dataclass
+class FinetuningDatasetConfig(DatasetConfigBase):
+    """Supervised finetuning (SFT) samples from JSONL files (data/sft.py), one sample a line:
+    ``{"prompt": ..., "response": ...}`` (the keys are configurable; the texts are joined as they
+    are, so the prompt carries its own separator), or a chat ``{"messages": [{"role": ...,
+    "content": ...}, ...]}`` rendered with the tokenizer's chat template (HuggingFace tokenizers
+    that have one) or bridge-train's default template: ``<|ROLE|>\\nCONTENT\\n`` per message.
+    The loss covers only the response (the assistant turns) and the end-of-document token that
+    closes each sample; a sample longer than seq_length + 1 tokens is cut at the end.
+
+    Samples are padded to seq_length one per row, or packed several to a row
+    (--dataset.packed), attending only within their own sample, with position ids restarting
+    at each. Runs longer than the data cycle epochs, reshuffled each epoch (seeded by
+    random_seed and the epoch); validation and test rows are read in file order.
+    """
+
+    data_path: Optional[list[str]] = None
+    """JSONL files, read one after another and divided by `split` (contiguous, in file order)."""
+
+    train_data_path: Optional[list[str]] = None
+    """Training-only JSONL files; use instead of data_path+split."""
+
+    valid_data_path: Optional[list[str]] = None
+    """Validation-only JSONL files."""
+
+    test_data_path: Optional[list[str]] = None
+    """Test-only JSONL files."""
+
+    mmap_bin_files: bool = True
+    """Not used by --dataset=sft (JSONL files are read whole)."""
+
+    path_to_cache: Optional[str] = None
+    """Not used by --dataset=sft (it keeps no sample index on disk)."""
+
+    prompt_key: str = "prompt"
+    """Key of the prompt text in a prompt/response line (no loss on it)."""
+
+    response_key: str = "response"
+    """Key of the response text in a prompt/response line (trained on)."""
+
+    messages_key: str = "messages"
+    """Key of a chat's message list (objects with 'role' and 'content'); a line holding it is a
+    chat, trained on its 'assistant' messages."""
+
+    packed: bool = False
+    """Pack several samples into each seq_length row (fewer pad tokens, block-diagonal causal
+    attention mask); needs the local layer spec (--model.layer_spec=local on a GPU) and every
+    pipeline stage reading data (pipeline size 1, or 2 without virtual stages)."""
+
+    dataloader_type: Literal["single", "batch"] = "single"
+    """How rows are padded. 'single': every row to seq_length. 'batch': each micro-batch only
+    to its longest sample, rounded up to a multiple of 8 (at most seq_length): fewer pad tokens,
+    the same per-token loss. 'batch' needs pipeline size 1 (the pipeline's activation shapes
+    are fixed) and padded rows (--no-dataset.packed)."""
+
+    num_epochs: Optional[int] = None
+    """Train for this many passes over the training split: sets --train.train_iters to
+    ceil(num_epochs x training rows / global_batch_size), replacing train_iters/train_samples
+    (a row is a sample, or a pack of them with --dataset.packed; the pre-flight reads the files
+    to count them). None: the run length is train_iters or train_samples."""
+
+    def uses_mock_data(self) -> bool:
+        return False  # SFT needs its files: the data pre-flight says so when none are named
+
+
+DATASET_KINDS = {"gpt": GPTDatasetConfig, "mock": MockGPTDatasetConfig, "t5": T5DatasetConfig,
+                 "sft": FinetuningDatasetConfig}
 """Names that select a dataset kind, e.g. ``--dataset=mock`` or ``--dataset=t5``."""

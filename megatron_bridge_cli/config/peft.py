@@ -17,7 +17,11 @@ class LoRAConfig(StrictFields):
     target_modules: list[str] = field(
         default_factory=lambda: ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]
     )
-    """megatron-core linear layers that get an adapter (names match module name suffixes)."""
+    """megatron-core linear layers that get an adapter: a layer name (``linear_qkv``) matches it
+    anywhere; a wildcard pattern matches the full module name (``*.layers.0.*.linear_fc1``)."""
+
+    exclude_modules: list[str] = field(default_factory=list)
+    """Layers left without an adapter although target_modules names them (same patterns)."""
 
     dim: int = 32
     """Adapter rank r."""

@@ -157,6 +157,8 @@ def check_data(cfg) -> list[str]:
     parts = d.split.replace("/", ",").split(",")
     if not all(p.strip().replace(".", "", 1).isdigit() for p in parts) or len(parts) > 3:
         problems.append(f"--dataset.split ({d.split!r}) must be up to three comma-separated numbers, e.g. 969,30,1")
+    elif not any(float(p) > 0 for p in parts):
+        problems.append(f"--dataset.split ({d.split!r}) gives every split a share of 0; e.g. 969,30,1")
     if m.vocab_size is None and cfg.tokenizer.tokenizer_type == "NullTokenizer" and cfg.tokenizer.vocab_size is None:
         problems.append("the vocabulary size is unknown: set --model.vocab_size or --tokenizer.vocab_size")
     return problems
@@ -185,8 +187,8 @@ def check_precision(cfg) -> list[str]:
 
 
 # Sections the config validates but the training loop does not act on yet. Training on while
-# ignoring them would silently do something else than asked (e.g. full finetuning for --peft).
-NOT_YET_DRIVEN = ("peft", "profiling", "ft", "straggler", "nvrx_straggler", "inprocess_restart")
+# ignoring them would silently do something else than asked (e.g. no trace for --profiling).
+NOT_YET_DRIVEN = ("profiling", "ft", "straggler", "nvrx_straggler", "inprocess_restart")
 
 
 def check_driven(cfg) -> list[str]:
@@ -196,13 +198,21 @@ def check_driven(cfg) -> list[str]:
     if not asked:
         return []
     return [f"{', '.join(asked)}: configured, but the training loop does not apply it yet; remove it "
-            "(e.g. --peft=null, --rerun_state_machine.rerun_mode=disabled) to train without it"]
+            "(e.g. --profiling=null, --rerun_state_machine.rerun_mode=disabled) to train without it"]
 
 
 def check_features(cfg) -> list[str]:
     problems = check_driven(cfg)
-    if cfg.peft is not None and not (cfg.checkpoint.pretrained_checkpoint or cfg.checkpoint.load):
-        problems.append("--peft needs base weights: set --checkpoint.pretrained_checkpoint")
+    if cfg.optimizer.use_distributed_optimizer != cfg.ddp.use_distributed_optimizer:
+        # megatron-core's DDP must lay out the grad buffers the optimizer shards; half of it fails at step 1
+        problems.append(
+            f"--optimizer.use_distributed_optimizer ({str(cfg.optimizer.use_distributed_optimizer).lower()}) and "
+            f"--ddp.use_distributed_optimizer ({str(cfg.ddp.use_distributed_optimizer).lower()}) must agree; set both"
+        )
+    if cfg.peft is not None and not cfg.checkpoint.pretrained_checkpoint:
+        # adapter checkpoints hold no base weights, so a resume (--checkpoint.load) needs them too
+        problems.append("--peft needs base weights: set --checkpoint.pretrained_checkpoint (also when resuming "
+                        "with --checkpoint.load: PEFT checkpoints hold only the adapters)")
     p = cfg.profiling
     if p is not None:
         if p.profile_step_start > p.profile_step_end:

@@ -1,4 +1,5 @@
-"""Pre-flight checks of the data a run names: blend strings, index files, non-empty splits.
+"""Pre-flight checks of the data a run names: blend strings, index files, non-empty splits,
+and the JSONL files of --dataset=sft.
 
 Each check returns problems as text naming the flag (validation reports them all at once);
 none imports megatron-core's dataset code until the files are known to be well formed, since
@@ -16,7 +17,7 @@ import os
 import struct
 from typing import Optional
 
-__all__ = ["parse_blend", "BlendError", "data_problems", "index_problem"]
+__all__ = ["parse_blend", "BlendError", "data_problems", "index_problem", "sft_problems"]
 
 _INDEX_MAGIC = b"MMIDIDX\x00\x00"
 _HEADER = struct.Struct("<9sQBQQ")
@@ -164,10 +165,110 @@ def _split_problems(cfg) -> list[str]:
     return problems
 
 
+def _jsonl_count(flag: str, path: str, d) -> tuple[int, Optional[str]]:
+    """Samples in one SFT file, or the problem with its first bad line."""
+    from megatron_bridge_cli.data.sft import line_problem, read_jsonl
+
+    if not os.path.isfile(path):
+        return 0, f"--dataset.{flag}: {path} not found (--dataset=sft reads JSONL files, one sample a line)"
+    count = 0
+    try:
+        for number, obj in read_jsonl(path):
+            problem = line_problem(obj, d)
+            if problem:
+                return count, f"--dataset.{flag}: {path} line {number} {problem}"
+            count += 1
+    except ValueError as e:  # not JSON, or not UTF-8 text
+        return count, f"--dataset.{flag}: {e}"
+    except OSError as e:
+        return count, f"--dataset.{flag}: cannot read {path}: {e.strerror}"
+    return count, None
+
+
+def _sft_layout_problems(cfg) -> list[str]:
+    """Packed rows need their attention mask honoured in every model chunk; per-batch lengths
+    need a schedule without fixed activation shapes; epochs count from one up."""
+    m, d, problems = cfg.model, cfg.dataset, []
+    if d.num_epochs is not None and d.num_epochs < 1:
+        problems.append(f"--dataset.num_epochs={d.num_epochs}: give at least 1 pass over the training file, or "
+                        "leave it unset and use --train.train_iters")
+    if d.dataloader_type not in ("single", "batch"):  # the flag's choices catch this; Python overrides land here
+        problems.append(f"--dataset.dataloader_type={d.dataloader_type!r}: expected one of: single, batch")
+    if d.dataloader_type == "batch":
+        # Pipeline stages exchange activations of one fixed [seq_length, micro-batch, hidden] shape.
+        if m.pipeline_model_parallel_size > 1:
+            problems.append("--dataset.dataloader_type=batch: pipeline stages send activations of a fixed sequence "
+                            "length; use --dataset.dataloader_type=single with "
+                            f"--model.pipeline_model_parallel_size={m.pipeline_model_parallel_size}")
+        if d.packed:
+            problems.append("--dataset.dataloader_type=batch pads micro-batches of single samples; packed rows "
+                            "already fill seq_length: use --dataset.dataloader_type=single with --dataset.packed, "
+                            "or --no-dataset.packed")
+    if not d.packed:
+        return problems
+    if m.use_transformer_engine():
+        problems.append("--dataset.packed needs --model.layer_spec=local: the Transformer Engine attention runs a "
+                        "plain causal mask and would let packed samples see each other")
+    if m.pipeline_model_parallel_size > 2 or (m.pipeline_model_parallel_size == 2
+                                              and (m.virtual_pipeline_model_parallel_size or 1) > 1):
+        problems.append("--dataset.packed: only the first and last pipeline chunks read the batch, and the others "
+                        "would not see its attention mask; use --model.pipeline_model_parallel_size of 1 or 2 "
+                        "(without virtual stages), or pad instead (--no-dataset.packed)")
+    return problems
+
+
+def sft_problems(cfg) -> list[str]:
+    """--dataset=sft: its JSONL files exist and every line is a sample (the first bad line is
+    named), and each split the run reads gets at least one sample."""
+    from megatron_bridge_cli.data.sft import split_bounds
+
+    d, t = cfg.dataset, cfg.train
+    per_split = [getattr(d, flag) for flag in ("train_data_path", "valid_data_path", "test_data_path")]
+    if not (d.data_path or any(per_split)):
+        return ["--dataset=sft needs JSONL files: set --dataset.data_path (divided by --dataset.split) or "
+                "--dataset.train_data_path (and --dataset.valid_data_path)"] + _sft_layout_problems(cfg)
+    problems = _sft_layout_problems(cfg)
+    flags = ("train_data_path", "valid_data_path", "test_data_path") if any(per_split) else ("data_path",)
+    counts = {}
+    for flag in flags:
+        counts[flag] = 0
+        for path in getattr(d, flag) or []:
+            n, problem = _jsonl_count(flag, str(path), d)
+            counts[flag] += n
+            if problem:
+                problems.append(problem)
+    if problems:
+        return problems
+    if any(per_split):
+        if not counts["train_data_path"]:
+            problems.append("--dataset.train_data_path: no training samples (set it, with at least one line)")
+        return problems
+    from megatron.core.datasets.blended_megatron_dataset_config import parse_and_normalize_split
+
+    n = counts["data_path"]
+    if any(_number(part.strip()) is None for part in d.split.split(",")):
+        return problems  # validation reports the malformed --dataset.split
+    weights = parse_and_normalize_split(d.split)
+    if not all(math.isfinite(w) and w >= 0 for w in weights):
+        return [f"--dataset.split={d.split!r} gives no split a share; e.g. --dataset.split=90,10,0"]
+    bounds = split_bounds(d.split, n)
+    needed = [True, t.eval_iters > 0 and len(weights) > 1 and weights[1] > 0,
+              t.eval_iters > 0 and len(weights) > 2 and weights[2] > 0]
+    for i, name in enumerate(("training", "validation", "test")):
+        if needed[i] and bounds[i + 1] == bounds[i]:
+            problems.append(f"--dataset.split={d.split!r} leaves the {name} split of --dataset.data_path ({n} samples) "
+                            "empty; give it a larger share (e.g. --dataset.split=90,10,0) or more samples")
+    return problems
+
+
 def data_problems(cfg, finalized: bool) -> list[str]:
     """Every problem with the files the dataset section names. The split check needs the
     derived run length, so it runs only on a finalized container whose files are sound."""
+    from megatron_bridge_cli.config.data import FinetuningDatasetConfig
+
     d = cfg.dataset
+    if isinstance(d, FinetuningDatasetConfig):
+        return sft_problems(cfg)
     if d.uses_mock_data():
         return []
     problems = _file_problems(d)

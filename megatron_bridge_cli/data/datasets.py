@@ -2,7 +2,8 @@
 
 Datasets are megatron-core's: ``GPTDataset`` over indexed ``.bin/.idx`` files (blended and
 split), or ``MockGPTDataset`` when no data path is given (``blend=None`` selects it in 0.16);
-for ``--dataset=t5`` its T5 span-corruption dataset (data/t5_data.py).
+for ``--dataset=t5`` its T5 span-corruption dataset (data/t5_data.py); for ``--dataset=sft``
+finetuning samples from JSONL files (data/sft.py).
 Sizes follow Megatron-LM: the training split holds exactly ``total_iters x global_batch_size``
 samples; validation ``(total_iters // eval_interval + 1) x eval_iters x eval_global_batch`` and
 test ``eval_iters x eval_global_batch``.
@@ -86,8 +87,12 @@ def build_datasets(cfg, tokenizer, needs_data: bool):
     )
     from megatron.core.datasets.gpt_dataset import GPTDataset, MockGPTDataset
 
-    from megatron_bridge_cli.config.data import T5DatasetConfig
+    from megatron_bridge_cli.config.data import FinetuningDatasetConfig, T5DatasetConfig
 
+    if isinstance(cfg.dataset, FinetuningDatasetConfig):  # JSONL samples, not megatron-core's datasets
+        from megatron_bridge_cli.data.sft import build_sft_datasets
+
+        return build_sft_datasets(cfg, tokenizer, dataset_sizes(cfg), needs_data)
     if isinstance(cfg.dataset, T5DatasetConfig):
         from megatron_bridge_cli.data.t5_data import t5_dataset_class, t5_dataset_config
         from megatron_bridge_cli.data.tokenizers import with_sentinels

@@ -17,7 +17,7 @@ from megatron_bridge_cli.training.checkpoint_state import (
     RUN_CONFIG, layout, model_keys, rank0_print, restore_rng, sharded_state_dict,
 )
 from megatron_bridge_cli.training.optim_layout import adopt_own_commons, optimizer_count, own_commons, saved_step
-from megatron_bridge_cli.training.setup import Built, TrainingState
+from megatron_bridge_cli.training.setup import Built, TrainingState, unwrap
 
 __all__ = ["load_checkpoint"]
 
@@ -36,6 +36,8 @@ def load_checkpoint(cfg, built: Built) -> Optional[str]:
     way to the newest older one that reads.
     """
     ck = cfg.checkpoint
+    if cfg.peft is not None:
+        return _load_peft(cfg, built)
     flag, model_only = "checkpoint.load", ck.finetune
     choice = resolve(flag, ck.load, ck.ckpt_step, required=ck.exit_on_missing_checkpoint,
                      fallback=ck.fallback_to_previous)
@@ -49,13 +51,43 @@ def load_checkpoint(cfg, built: Built) -> Optional[str]:
             rank0_print(f"no checkpoint in {ck.load}: training from scratch")
         return None
     root = ck.load if flag == "checkpoint.load" else ck.pretrained_checkpoint
+    return _load_chosen(cfg, built, choice, flag, root, model_only, "all")
+
+
+def _load_peft(cfg, built: Built) -> Optional[str]:
+    """--peft: the base weights from pretrained_checkpoint (always: adapter checkpoints do not
+    hold them), then, resuming, the adapters, their optimizer state and the rest from load."""
+    from megatron_bridge_cli.training.peft import init_magnitudes
+
+    ck = cfg.checkpoint
+    base = resolve("checkpoint.pretrained_checkpoint", ck.pretrained_checkpoint, required=True,
+                   fallback=ck.fallback_to_previous)
+    if base.problem:
+        raise ConfigError(base.problem)
+    path = _load_chosen(cfg, built, base, "checkpoint.pretrained_checkpoint", ck.pretrained_checkpoint, True, "base")
+    init_magnitudes(built.model)  # DoRA's m from the loaded weights (a resume overwrites it)
+    built.optimizer.reload_model_params()
+    choice = resolve("checkpoint.load", ck.load, ck.ckpt_step, required=ck.exit_on_missing_checkpoint,
+                     fallback=ck.fallback_to_previous)
+    if choice.problem:
+        raise ConfigError(choice.problem)
+    if choice.path is None:
+        if ck.load:
+            rank0_print(f"no checkpoint in {ck.load}: training the adapters from scratch")
+        return path
+    return _load_chosen(cfg, built, choice, "checkpoint.load", ck.load, ck.finetune, "adapters")
+
+
+def _load_chosen(cfg, built: Built, choice, flag: str, root: str, model_only: bool, part: str) -> Optional[str]:
+    """Load the folder ``choice`` names (falling back to older ones where asked)."""
+    ck = cfg.checkpoint
     path, skipped = choice.path, list(choice.skipped)
     while True:
         if skipped:
             rank0_print(f"warning: --checkpoint.fallback_to_previous: {skipped[0][0]} cannot be loaded "
                         f"({skipped[0][1]}); loading {path} instead"
                         + (f" (also skipped {', '.join(p for p, _ in skipped[1:])})" if len(skipped) > 1 else ""))
-        failure = _try_load(cfg, built, path, model_only, flag, root)  # the same on every rank
+        failure = _try_load(cfg, built, path, model_only, flag, root, part)  # the same on every rank
         if failure is None:
             break
         older = _older_loadable(root, path, skipped) if ck.fallback_to_previous and ck.ckpt_step is None else None
@@ -65,7 +97,7 @@ def load_checkpoint(cfg, built: Built) -> Optional[str]:
                 "; --checkpoint.fallback_to_previous loads the newest older one that can be read"))
         skipped.insert(0, (path, failure))
         path = older
-    what = "model weights" if model_only else f"iteration {built.state.iteration}"
+    what = ("base weights" if part == "base" else "model weights") if model_only else f"iteration {built.state.iteration}"
     rank0_print(f"  loaded checkpoint {path} ({what})")
     return path
 
@@ -150,7 +182,8 @@ def _shape_problem(sd: dict, keys: list[str], path: str) -> Optional[str]:
     return None
 
 
-def _try_load(cfg, built: Built, path: str, model_only: bool, flag: str, root: str) -> Optional[str]:
+def _try_load(cfg, built: Built, path: str, model_only: bool, flag: str, root: str,
+              part: str = "all") -> Optional[str]:
     """Load ``path`` into ``built``; None, or why its files could not be read (this rank).
     A model that does not fit the checkpoint raises ConfigError (every rank, same text)."""
     from megatron.core import dist_checkpointing
@@ -169,6 +202,15 @@ def _try_load(cfg, built: Built, path: str, model_only: bool, flag: str, root: s
     if failure:
         return failure
     meta = common.get("checkpoint_meta", {})
+    if meta.get("peft") and part != "adapters":
+        raise ConfigError(
+            f"--{flag}={root}: {path} holds only {meta['peft'][:-6]} adapters (saved by a --peft run), not a model; "
+            f"resume it with --peft and the run's --checkpoint.pretrained_checkpoint, or merge it into a full "
+            f"checkpoint with scripts/merge_lora.py")
+    if part == "adapters" and not meta.get("peft"):
+        raise ConfigError(
+            f"--{flag}={root}: {path} is a full checkpoint, not one of a --peft run; with --peft it belongs in "
+            f"--checkpoint.pretrained_checkpoint (the base weights), and --checkpoint.load names the adapter run")
     saved = meta.get("layout", {})
     same_tp_pp = all(
         saved.get(k) == layout(cfg)[k] for k in ("tensor_model_parallel_size", "pipeline_model_parallel_size")
@@ -188,7 +230,7 @@ def _try_load(cfg, built: Built, path: str, model_only: bool, flag: str, root: s
     repair = load_optim and torch_adam_state.needs_repair(built.optimizer)
     if repair:
         torch_adam_state.before_load(built.optimizer)
-    sd = sharded_state_dict(cfg, built, optim=load_optim, rng=load_rng, is_loading=True)
+    sd = sharded_state_dict(cfg, built, optim=load_optim, rng=load_rng, is_loading=True, part=part)
     # Saved with another number of sub-optimizers (EP > 1 <-> EP = 1): see optim_layout.py.
     regroup = load_optim and meta.get("optimizers", optimizer_count(built.optimizer)) != optimizer_count(built.optimizer)
     commons = own_commons(sd["optimizer"]) if regroup else None
@@ -211,7 +253,8 @@ def _try_load(cfg, built: Built, path: str, model_only: bool, flag: str, root: s
     if failure:
         return failure
     for key, chunk in zip(model_keys(built.model), built.model):
-        chunk.load_state_dict(loaded[key], strict=True)
+        # --peft loads its model in two parts (base, adapters): each leaves the other's keys out
+        unwrap(chunk).load_state_dict(loaded[key], strict=part == "all")
     if load_optim:
         if regroup:
             loaded["optimizer"] = adopt_own_commons(loaded["optimizer"], commons, saved_step(common.get("optimizer")))

@@ -77,13 +77,27 @@ def layout(cfg) -> dict:
     }
 
 
-def sharded_state_dict(cfg, built: Built, *, optim: bool, rng: bool, is_loading: bool) -> dict:
-    sd = {key: unwrap(chunk).sharded_state_dict() for key, chunk in zip(model_keys(built.model), built.model)}
+def sharded_state_dict(cfg, built: Built, *, optim: bool, rng: bool, is_loading: bool,
+                       part: Optional[str] = None) -> dict:
+    """``part``: 'all' model tensors, or with --peft 'adapters' (what its checkpoints hold) or
+    'base' (what the pretrained checkpoint gives); default: 'adapters' with --peft, else 'all'."""
+    part = part or ("adapters" if cfg.peft is not None else "all")
+    sd = {key: _model_part(unwrap(chunk), part) for key, chunk in zip(model_keys(built.model), built.model)}
     if optim:
         sd["optimizer"] = built.optimizer.sharded_state_dict(sd, is_loading=is_loading, metadata=optim_metadata(cfg))
     if rng:
         sd["rng_state"] = rng_sharded_object()
     return sd
+
+
+def _model_part(chunk, part: str) -> dict:
+    sd = chunk.sharded_state_dict()
+    if part == "all":
+        return sd
+    from megatron_bridge_cli.training.peft import adapter_names
+
+    adapters = adapter_names(chunk)
+    return {k: v for k, v in sd.items() if (k in adapters) == (part == "adapters")}
 
 
 def rank0_print(msg: str) -> None:

@@ -24,6 +24,10 @@ under another TP/PP/DP layout; the distributed optimizer's ``dp_reshardable`` st
 another DP size (load with ``--checkpoint.load_optim=false`` to change TP/PP/EP then); the other
 optimizers' state under another expert-parallel size too (training/optim_layout.py). RNG states
 load only under the same TP/PP layout (like Megatron-LM), since they belong to ranks.
+
+With --peft a checkpoint holds only the adapters and their optimizer state (the base weights
+stay in --checkpoint.pretrained_checkpoint, loaded first on every start and resume);
+``checkpoint_meta["peft"]`` names the adapter kind. scripts/merge_lora.py makes a full one.
 """
 
 from __future__ import annotations
@@ -146,6 +150,7 @@ class Checkpointer:
             "format_version": FORMAT_VERSION, "layout": layout(cfg),
             "has_optimizer": ck.save_optim, "has_rng": ck.save_rng, "optimizers": optimizer_count(built.optimizer),
             "optimizer_metadata": optim_metadata(cfg),
+            "peft": type(cfg.peft).__name__ if cfg.peft is not None else None,  # adapters only
         }
         finish = lambda: self._commit(tmp, final, it)  # noqa: E731
         if self.async_queue is not None:

@@ -10,6 +10,7 @@ failing at its first write.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -82,12 +83,31 @@ def _tokenizer_vocab_size(cfg) -> Optional[int]:
         return None
 
 
+def _with_epochs(cfg):
+    """``cfg`` with --dataset.num_epochs turned into --train.train_iters (a copy; the config
+    package does not read files, so the pre-flight counts the training rows here). Unchanged
+    when num_epochs is unset or the files do not read (file_problems says why)."""
+    from megatron_bridge_cli.config.data import FinetuningDatasetConfig
+
+    if not isinstance(cfg.dataset, FinetuningDatasetConfig):
+        return cfg
+    from megatron_bridge_cli.data.sft import epoch_iterations
+
+    iterations = epoch_iterations(cfg)
+    if iterations is None:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    cfg.train.train_iters, cfg.train.train_samples = iterations, None
+    return cfg
+
+
 def prepare(cfg, world_size: int):
     """Finalize ``cfg`` for ``world_size`` ranks and check the files it names.
 
     Returns the finalized copy; raises ValidationError listing every problem, config and file
     system alike.
     """
+    cfg = _with_epochs(cfg)
     try:
         final, problems = finalize(cfg, world_size, _tokenizer_vocab_size(cfg)), []
     except ValidationError as e:

@@ -183,6 +183,10 @@ def build_model(cfg) -> list:
     chunks = []
     for vp_stage in range(vp or 1):
         chunk = provider.provide(vp_stage=vp_stage if vp else None)
+        if cfg.peft is not None:  # adapters in, base frozen: before DDP, which skips frozen params
+            from megatron_bridge_cli.training.peft import apply_peft
+
+            apply_peft(cfg, chunk)
         for param in chunk.parameters():
             tensor_parallel.set_defaults_if_not_set_tensor_model_parallel_attributes(param)
         chunks.append(chunk)
@@ -191,7 +195,9 @@ def build_model(cfg) -> list:
         print(
             f" > number of parameters on (tensor, pipeline) model parallel rank "
             f"({parallel_state.get_tensor_model_parallel_rank()}, "
-            f"{parallel_state.get_pipeline_model_parallel_rank()}): {n}",
+            f"{parallel_state.get_pipeline_model_parallel_rank()}): {n}"
+            + (f" ({sum(p.numel() for c in chunks for p in c.parameters() if p.requires_grad)} trainable: "
+               f"--peft)" if cfg.peft is not None else ""),
             flush=True,
         )
     if not on_cpu():

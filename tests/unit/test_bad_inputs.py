@@ -87,6 +87,9 @@ def _rows() -> list[Bad]:
         Bad("logic-sp-without-tp", [D, "--model.sequence_parallel=true"], ["--model.sequence_parallel needs"]),
         Bad("logic-peft-without-base", [D, "--peft=lora"], ["--peft needs base weights"]),
         Bad("logic-split", [D, "--dataset.split=a,b"], ["--dataset.split ('a,b') must be"]),
+        Bad("logic-distributed-optimizer-half", [D, "--ddp.use_distributed_optimizer=true"],
+            ["--optimizer.use_distributed_optimizer (false) and --ddp.use_distributed_optimizer (true) must agree"]),
+        Bad("logic-split-zero", [D, "--dataset.split=0,0,0"], ["--dataset.split ('0,0,0') gives every split a share of 0"]),
         Bad("logic-quantizer-factory", [D, "--model.fp8_quantizer_factory=os.system"],
             ["--model.fp8_quantizer_factory", "refused _target_ 'os.system'"]),
         # ------------------------------------------------------------------ YAML files

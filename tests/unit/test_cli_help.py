@@ -25,7 +25,7 @@ def test_overview_lists_options_and_sections_not_hundreds_of_flags(capsys):
         assert option in out
     assert re.search(r"^  model +\[GPTModelProvider, \d+ flags\] Model architecture", out, re.M)
     assert "Kinds: gpt, t5, mamba." in out
-    assert re.search(r"^  peft +\[off, 7 flags\]", out, re.M)
+    assert re.search(r"^  peft +\[off, 8 flags\]", out, re.M)
     assert "--model.num_layers" not in out  # megatron-core's fields wait for --help model
     assert len(out.splitlines()) < 120
     assert run(capsys, "-h") == out

@@ -49,7 +49,7 @@ from megatron_bridge_cli.typeinfo import (
 BASES = (
     (),
     ("--mixed_precision=bf16_mixed", "--comm_overlap=default", "--peft=lora", "--profiling=nsys", "--ft=default",
-     "--straggler=default", "--nvrx_straggler=default", "--inprocess_restart=default"),
+     "--straggler=default", "--nvrx_straggler=default", "--inprocess_restart=default", "--dataset=sft"),
     ("--model=t5", "--dataset=t5", "--peft=dora", "--profiling=pytorch", "--mixed_precision=fp16_mixed"),
     ("--model=mamba", "--dataset=mock"),
 )
