@@ -77,6 +77,8 @@ def runs(stdlib_data, tmp_path_factory):
     out["resumed"] = train({**base, **LORA, "checkpoint.load": str(d / "lora"), "checkpoint.ckpt_step": 3})
     out["lora_tp2"] = train({**base, **LORA, **TP2}, nproc=2)
     out["lora_pp2"] = train({**base, **LORA, "model.pipeline_model_parallel_size": 2}, nproc=2)
+    out["lora_vp2"] = train({**base, **LORA, "model.pipeline_model_parallel_size": 2,
+                             "model.virtual_pipeline_model_parallel_size": 2}, nproc=2)  # interleaved 1F1B
     out["lora_distopt"] = train({**base, **LORA, "optimizer.use_distributed_optimizer": True,
                                  "ddp.use_distributed_optimizer": True}, nproc=2)  # DP=2
     out["dora"] = train({**base, **DORA})
@@ -122,10 +124,13 @@ def test_tp2_matches_tp1(runs, kind):
         assert f"rank {rank}: frozen unchanged:" in runs[kind + "_tp2"]
 
 
-@pytest.mark.parametrize("layout", ["pp2", "distopt"])
+@pytest.mark.parametrize("layout", ["pp2", "vp2", "distopt"])
 def test_pipeline_and_distributed_optimizer_match_one_process(runs, layout):
     out = runs["lora_" + layout]
     assert close(losses(out), losses(runs["lora"]), rel=2e-6), (losses(runs["lora"]), losses(out))
+    if layout == "vp2":  # virtual stages: two model chunks per rank, each with its own adapters
+        assert all(f"rank {rank}: frozen unchanged:" in out for rank in (0, 1)), out[-2000:]
+        return
     # PP: each stage's own base tensors (embedding + 2 layers; 2 layers + final norm + tied output)
     frozen = {"pp2": ("13/13", "14/14"), "distopt": ("26/26", "26/26")}[layout]
     trained = "12/12" if layout == "pp2" else "24/24"
