@@ -188,12 +188,19 @@ def check_precision(cfg) -> list[str]:
 
 # Sections the config validates but the training loop does not act on yet. Training on while
 # ignoring them would silently do something else than asked (e.g. no trace for --profiling).
-NOT_YET_DRIVEN = ("profiling", "ft", "straggler", "nvrx_straggler", "inprocess_restart")
+NOT_YET_DRIVEN = (
+    "profiling",
+    "ft",
+    "straggler",
+    "nvrx_straggler",
+    "inprocess_restart",
+)
+RERUN_MODES_DRIVEN = ("disabled",)
 
 
 def check_driven(cfg) -> list[str]:
     asked = [f"--{name}" for name in NOT_YET_DRIVEN if getattr(cfg, name) is not None]
-    if cfg.rerun_state_machine.rerun_mode != "disabled":
+    if cfg.rerun_state_machine.rerun_mode not in RERUN_MODES_DRIVEN:
         asked.append(f"--rerun_state_machine.rerun_mode={cfg.rerun_state_machine.rerun_mode}")
     if not asked:
         return []
