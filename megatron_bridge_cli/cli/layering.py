@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from functools import partial
 from typing import Any, Iterable, Optional
 
 
@@ -28,6 +29,7 @@ from megatron_bridge_cli import typeinfo, values
 from megatron_bridge_cli.cli.flags import Flag, FlagTable, Section, build_table
 from megatron_bridge_cli.cli.parser import Override
 from megatron_bridge_cli.config.container import EXPLICIT_KEY
+from megatron_bridge_cli.config.models.gpt import GPTModelProvider
 from megatron_bridge_cli.errors import ConfigError
 from megatron_bridge_cli.serialization import load_yaml_file, load_yaml_text
 from megatron_bridge_cli.targets import resolve_target
@@ -36,6 +38,8 @@ from megatron_bridge_cli.values import decode_dataclass
 
 __all__ = ["resolve", "merge_mapping", "merge_config_file", "apply_overrides", "switch_section"]
 
+HF_PREFIX = "hf:"
+"""``--model=hf:PATH``: the architecture of the HuggingFace folder PATH (its config.json)."""
 _OFF_WORDS = {"null", "none", "None", "Null", "NULL", "~", "off"}
 
 
@@ -74,6 +78,8 @@ def switch_section(cfg, section: Section, choice: str, where: str) -> None:
         explicit.add(section.path)
         return
     factories = dict(section.kinds)
+    if section.path == "model" and choice.startswith(HF_PREFIX):  # --model=hf:/models/Qwen3-8B
+        factories = {choice: partial(GPTModelProvider.from_hf, choice[len(HF_PREFIX):])}
     if choice not in factories:
         prefixed = [n for n in factories if n.startswith(choice)]
         hint = suggest(choice, factories) if factories else ""

@@ -26,6 +26,9 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Optional
 
+from megatron_bridge_cli.errors import ConfigError
+from megatron_bridge_cli.hf.directory import hf_directory_problem, hub_id_problem, is_hf_directory, read_hf_config
+
 __all__ = ["TRACKER", "DCP_FILES", "iteration_dir", "read_tracker", "saved_iterations", "defect", "tensor_shapes",
            "Choice", "resolve", "checkpoint_problems"]
 
@@ -263,13 +266,37 @@ def checkpoint_problems(cfg) -> list[str]:
             choice.problem += ("; --checkpoint.exit_on_missing_checkpoint asks for one (without it the run "
                                "trains from scratch)")
         problems += [choice.problem] if choice.problem else []
-    if ck.pretrained_checkpoint:
+    if ck.pretrained_checkpoint and is_hf_directory(ck.pretrained_checkpoint):
+        problems += hf_checkpoint_problems(cfg)
+    elif ck.pretrained_checkpoint:
         choice = resolve("checkpoint.pretrained_checkpoint", ck.pretrained_checkpoint, required=True,
                          fallback=fallback)
-        problems += [choice.problem] if choice.problem else []
+        hub = hub_id_problem(ck.pretrained_checkpoint, "checkpoint.pretrained_checkpoint")
+        problems += [hub or choice.problem] if choice.problem else []
     if ck.save:
         from megatron_bridge_cli.training.preflight import output_dir_problem
 
         problem = output_dir_problem("checkpoint.save", ck.save)
         problems += [problem] if problem else []
     return problems
+
+
+def hf_checkpoint_problems(cfg) -> list[str]:
+    """A HuggingFace folder as --checkpoint.pretrained_checkpoint: its files, and every
+    architecture field of the model against its config.json."""
+    from megatron_bridge_cli.hf.families import architecture_mismatches
+
+    path, flag = cfg.checkpoint.pretrained_checkpoint, "checkpoint.pretrained_checkpoint"
+    problem = hf_directory_problem(path, flag)
+    if problem:
+        return [problem]
+    try:
+        hf = read_hf_config(path, flag)
+        found = architecture_mismatches(cfg.model, hf, os.path.join(path, "config.json"))
+    except ConfigError as e:
+        return [str(e)]
+    if not found:
+        return []
+    return [f"--{flag}={path} does not fit the model: " + "; ".join(found)
+            + " (set these --model fields to the file's values, or build the model from the folder with "
+              f"--model=hf:{path})"]

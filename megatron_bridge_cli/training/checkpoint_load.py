@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 
 from megatron_bridge_cli.errors import ConfigError
+from megatron_bridge_cli.hf.directory import is_hf_directory
 from megatron_bridge_cli.training import torch_adam_state
 from megatron_bridge_cli.training.checkpoint_files import defect, iteration_dir, resolve, saved_iterations, tensor_shapes
 from megatron_bridge_cli.training.checkpoint_state import (
@@ -41,6 +42,8 @@ def load_checkpoint(cfg, built: Built) -> Optional[str]:
     flag, model_only = "checkpoint.load", ck.finetune
     choice = resolve(flag, ck.load, ck.ckpt_step, required=ck.exit_on_missing_checkpoint,
                      fallback=ck.fallback_to_previous)
+    if choice.path is None and choice.problem is None and is_hf_directory(ck.pretrained_checkpoint):
+        return _load_hf(cfg, built)
     if choice.path is None and choice.problem is None and ck.pretrained_checkpoint:
         flag, model_only = "checkpoint.pretrained_checkpoint", True
         choice = resolve(flag, ck.pretrained_checkpoint, required=True, fallback=ck.fallback_to_previous)
@@ -60,11 +63,15 @@ def _load_peft(cfg, built: Built) -> Optional[str]:
     from megatron_bridge_cli.training.peft import init_magnitudes
 
     ck = cfg.checkpoint
-    base = resolve("checkpoint.pretrained_checkpoint", ck.pretrained_checkpoint, required=True,
-                   fallback=ck.fallback_to_previous)
-    if base.problem:
-        raise ConfigError(base.problem)
-    path = _load_chosen(cfg, built, base, "checkpoint.pretrained_checkpoint", ck.pretrained_checkpoint, True, "base")
+    if is_hf_directory(ck.pretrained_checkpoint):
+        path = _load_hf(cfg, built)
+    else:
+        base = resolve("checkpoint.pretrained_checkpoint", ck.pretrained_checkpoint, required=True,
+                       fallback=ck.fallback_to_previous)
+        if base.problem:
+            raise ConfigError(base.problem)
+        path = _load_chosen(cfg, built, base, "checkpoint.pretrained_checkpoint", ck.pretrained_checkpoint, True,
+                            "base")
     init_magnitudes(built.model)  # DoRA's m from the loaded weights (a resume overwrites it)
     built.optimizer.reload_model_params()
     choice = resolve("checkpoint.load", ck.load, ck.ckpt_step, required=ck.exit_on_missing_checkpoint,
@@ -76,6 +83,18 @@ def _load_peft(cfg, built: Built) -> Optional[str]:
             rank0_print(f"no checkpoint in {ck.load}: training the adapters from scratch")
         return path
     return _load_chosen(cfg, built, choice, "checkpoint.load", ck.load, ck.finetune, "adapters")
+
+
+def _load_hf(cfg, built: Built) -> str:
+    """Base weights from a HuggingFace folder: each rank streams the slices it owns."""
+    from megatron_bridge_cli.hf.load import load_hf_weights
+
+    path = cfg.checkpoint.pretrained_checkpoint
+    n = load_hf_weights([unwrap(chunk) for chunk in built.model], cfg.model, path)
+    if built.optimizer is not None:
+        built.optimizer.reload_model_params()  # fp32 main copies of the imported weights
+    rank0_print(f"  loaded HuggingFace weights from {path} ({n} tensors on this rank)")
+    return path
 
 
 def _load_chosen(cfg, built: Built, choice, flag: str, root: str, model_only: bool, part: str) -> Optional[str]:

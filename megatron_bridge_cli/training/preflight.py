@@ -83,6 +83,23 @@ def _tokenizer_vocab_size(cfg) -> Optional[int]:
         return None
 
 
+def _hf_tokenizer(cfg):
+    """Starting from a HuggingFace folder with tokenizer files and no tokenizer chosen (the
+    recipe's NullTokenizer, no --tokenizer.* given): that folder's tokenizer, chat template
+    included (a copy of ``cfg``)."""
+    from megatron_bridge_cli.hf.directory import is_hf_directory
+
+    path = cfg.checkpoint.pretrained_checkpoint
+    chosen = any(p == "tokenizer" or p.startswith("tokenizer.") for p in cfg.explicit_paths)
+    if chosen or cfg.tokenizer.tokenizer_type != "NullTokenizer" or not is_hf_directory(path):
+        return cfg
+    if not any(os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    cfg.tokenizer.tokenizer_type, cfg.tokenizer.tokenizer_model = "HuggingFaceTokenizer", path
+    return cfg
+
+
 def _with_epochs(cfg):
     """``cfg`` with --dataset.num_epochs turned into --train.train_iters (a copy; the config
     package does not read files, so the pre-flight counts the training rows here). Unchanged
@@ -107,7 +124,7 @@ def prepare(cfg, world_size: int):
     Returns the finalized copy; raises ValidationError listing every problem, config and file
     system alike.
     """
-    cfg = _with_epochs(cfg)
+    cfg = _with_epochs(_hf_tokenizer(cfg))
     try:
         final, problems = finalize(cfg, world_size, _tokenizer_vocab_size(cfg)), []
     except ValidationError as e:

@@ -42,6 +42,15 @@ class GPTModelProvider(ModelProviderBase):
     parallel_output: bool = True
     """Keep logits split across tensor-parallel ranks (the loss handles the split)."""
 
+    @classmethod
+    def from_hf(cls, path: str) -> "GPTModelProvider":
+        """The architecture of a local HuggingFace model folder (its config.json: Llama, Mistral,
+        Qwen2, Qwen3 or GPT-2), as ``--model=hf:PATH`` builds it. Weights are loaded separately,
+        with ``--checkpoint.pretrained_checkpoint=PATH``. Never downloads."""
+        from megatron_bridge_cli.hf.families import provider_from_hf
+
+        return provider_from_hf(path)
+
     def layer_spec_module(self, vp_stage: Optional[int] = None):
         """The megatron-core ModuleSpec for one transformer layer, or, for MoE models, the block
         spec of this pipeline stage's layers (MoE or dense, as ``moe_layer_freq`` says)."""
