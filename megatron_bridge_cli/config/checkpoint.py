@@ -24,7 +24,14 @@ class CheckpointConfig(StrictFields):
     """Resume from the latest checkpoint in this folder (model, optimizer, scheduler, RNG, data position)."""
 
     pretrained_checkpoint: Optional[str] = None
-    """Initialize model weights from this checkpoint folder only (finetuning and PEFT start here)."""
+    """Initialize model weights from this checkpoint folder only (finetuning and PEFT start here):
+    a bridge-train checkpoint, or a local HuggingFace model folder (config.json + *.safetensors;
+    each rank reads only its own slices). Which kind it is is detected."""
+
+    save_hf: Optional[str] = None
+    """After the final checkpoint, also write the model as a HuggingFace folder here (config.json,
+    sharded safetensors, the tokenizer files of an HF pretrained_checkpoint); needs save. Same as
+    ``python -m megatron_bridge_cli.hf.export SAVE DIR`` after the run."""
 
     ckpt_step: Optional[int] = None
     """Load this iteration instead of the latest one."""

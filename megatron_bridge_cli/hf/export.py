@@ -24,7 +24,7 @@ import torch
 
 from megatron_bridge_cli.errors import ConfigError
 
-__all__ = ["write_hf_folder", "export_checkpoint", "main"]
+__all__ = ["write_hf_folder", "export_checkpoint", "export_after_run", "main"]
 
 SHARD_BYTES = 2 * 1024 ** 3
 """Largest safetensors shard written (transformers' own default is 5 GB; smaller shards load in
@@ -138,7 +138,7 @@ def export_checkpoint(checkpoint: str, out: str, *, step: Optional[int] = None, 
     m.num_layers_in_first_pipeline_stage = m.num_layers_in_last_pipeline_stage = None
     m.sequence_parallel = False
     ck.load, ck.ckpt_step, ck.pretrained_checkpoint = None, None, folder
-    ck.save = None
+    ck.save = ck.save_hf = None
     cfg.dataset.data_path = None  # the export reads no data
     world = detect_world(rendezvous=False)
     if world.world_size != 1:
@@ -150,6 +150,7 @@ def export_checkpoint(checkpoint: str, out: str, *, step: Optional[int] = None, 
         apply_cpu_compat()
     S.init_distributed(final, world)
     try:
+        S.set_seeds(final)  # megatron-core's RNG tracker must exist to build the layers
         model = S.build_model(final)
         built = S.Built(model=model, optimizer=None, scheduler=None, state=S.TrainingState())
         load_checkpoint(final, built)
@@ -166,6 +167,25 @@ def export_checkpoint(checkpoint: str, out: str, *, step: Optional[int] = None, 
         return out
     finally:
         S.destroy_distributed()
+
+
+_LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "MASTER_ADDR",
+                     "MASTER_PORT", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID")
+
+
+def export_after_run(final) -> None:
+    """--checkpoint.save_hf: export the run's final checkpoint, from global rank 0, in a
+    process of its own (one rank, outside the job's process group)."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARIABLES and not k.startswith("TORCHELASTIC")}
+    cmd = [sys.executable, "-m", "megatron_bridge_cli.hf.export", final.checkpoint.save, final.checkpoint.save_hf]
+    if subprocess.run(cmd, env=env).returncode != 0:
+        from megatron_bridge_cli.errors import RunFailure
+
+        raise RunFailure(f"--checkpoint.save_hf={final.checkpoint.save_hf}: the export of {final.checkpoint.save} "
+                         f"failed (its message is above); the checkpoint itself is complete; rerun "
+                         f"python {' '.join(cmd[1:])}")
 
 
 def _dtype_of(hf: Optional[dict]) -> Optional[torch.dtype]:

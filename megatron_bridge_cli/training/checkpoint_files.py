@@ -278,7 +278,24 @@ def checkpoint_problems(cfg) -> list[str]:
 
         problem = output_dir_problem("checkpoint.save", ck.save)
         problems += [problem] if problem else []
+    if ck.save_hf:
+        problems += save_hf_problems(cfg)
     return problems
+
+
+def save_hf_problems(cfg) -> list[str]:
+    """--checkpoint.save_hf exports the final checkpoint: it needs one, of a whole model."""
+    from megatron_bridge_cli.training.preflight import output_dir_problem
+
+    ck = cfg.checkpoint
+    if not ck.save:
+        return [f"--checkpoint.save_hf={ck.save_hf} exports the final checkpoint; set --checkpoint.save too"]
+    if cfg.peft is not None:
+        return [f"--checkpoint.save_hf={ck.save_hf}: a --peft run saves adapters only; merge them into the base "
+                "after the run (python scripts/merge_lora.py RUN MERGED), then export MERGED with "
+                "python -m megatron_bridge_cli.hf.export MERGED OUT"]
+    problem = output_dir_problem("checkpoint.save_hf", os.path.dirname(os.path.abspath(ck.save_hf)))
+    return [problem] if problem else []
 
 
 def hf_checkpoint_problems(cfg) -> list[str]:

@@ -281,7 +281,7 @@ def _try_load(cfg, built: Built, path: str, model_only: bool, flag: str, root: s
             torch_adam_state.load(built.optimizer, loaded["optimizer"])
         else:
             built.optimizer.load_state_dict(loaded["optimizer"])
-    else:
+    elif built.optimizer is not None:  # (an export builds no optimizer)
         built.optimizer.reload_model_params()  # main (fp32) params from the loaded weights
     if load_rng:
         restore_rng(loaded["rng_state"])

@@ -84,14 +84,14 @@ def _tokenizer_vocab_size(cfg) -> Optional[int]:
 
 
 def _hf_tokenizer(cfg):
-    """Starting from a HuggingFace folder with tokenizer files and no tokenizer chosen (the
-    recipe's NullTokenizer, no --tokenizer.* given): that folder's tokenizer, chat template
-    included (a copy of ``cfg``)."""
+    """Starting from a HuggingFace folder with tokenizer files and no tokenizer chosen by a
+    config file or flag (--tokenizer.*): that folder's tokenizer, chat template included (a
+    copy of ``cfg``). The weights' own tokenizer wins over the recipe's default."""
     from megatron_bridge_cli.hf.directory import is_hf_directory
 
     path = cfg.checkpoint.pretrained_checkpoint
     chosen = any(p == "tokenizer" or p.startswith("tokenizer.") for p in cfg.explicit_paths)
-    if chosen or cfg.tokenizer.tokenizer_type != "NullTokenizer" or not is_hf_directory(path):
+    if chosen or not is_hf_directory(path):
         return cfg
     if not any(os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
         return cfg
