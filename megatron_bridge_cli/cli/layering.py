@@ -99,6 +99,18 @@ def switch_section(cfg, section: Section, choice: str, where: str) -> None:
             explicit.discard(path)
     _set(cfg, section.path, new)
     explicit.add(section.path)
+    if section.path == "model" and choice.startswith(HF_PREFIX):
+        _hf_tokenizer(cfg, choice[len(HF_PREFIX):])
+
+
+def _hf_tokenizer(cfg, folder: str) -> None:
+    """``--model=hf:DIR`` also takes DIR's tokenizer, unless a tokenizer was chosen explicitly."""
+    import os
+
+    if any(p == "tokenizer" or p.startswith("tokenizer.") for p in cfg.explicit_paths):
+        return
+    if any(os.path.isfile(os.path.join(folder, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
+        cfg.tokenizer.tokenizer_type, cfg.tokenizer.tokenizer_model = "HuggingFaceTokenizer", folder
 
 
 def _section_object(cfg, section: Section, where: str):
