@@ -26,6 +26,19 @@ bridge-train from the same base checkpoint, made first by a one-iteration bridge
 temporary folder: full training, then ``--peft=lora`` (default targets, dim 32). It prints the
 per-iteration median and the largest per-worker peak of each, and the ratios LoRA/full
 (``--lora-iters``, ``--lora-repeats`` alternating pairs, best of each). Target: memory ratio < 1.0.
+
+The straggler row (``--only straggler``) trains bench_config through bridge-train with
+``--straggler`` off and on (a report every ``--straggler-interval`` iterations, 10 by default:
+ten times the default's rate, so the all-gather's share shows) and prints the per-iteration
+median and mean of each and their ratios on/off (``--repeats`` alternating pairs, best of each).
+Target: ratio <= 1.02.
+
+The ft row (``--only ft``) runs bench_flags through ``bridge-train --nproc-per-node N`` with
+``--ft`` off and on: on, the workers run under nvidia-resiliency-ext's ft_launcher and send a
+heartbeat to their rank monitor after every iteration; off, the plain launcher (both sides with
+fresh-interpreter workers, BRIDGE_TRAIN_START_METHOD=exec, as ft_launcher starts them). It prints
+the per-iteration median and mean from each job's log lines and the ratios on/off (``--repeats``
+alternating pairs, best of each). Target: ratio <= 1.02.
 """
 
 from __future__ import annotations
@@ -86,6 +99,16 @@ def lora_config(kind: str, iters: int, base: str):
     return cfg
 
 
+def straggler_config(kind: str, iters: int, interval: int):
+    """The straggler row's runs: bench_config, with --straggler on for ``straggler-on``."""
+    from megatron_bridge_cli.config import StragglerDetectionConfig
+
+    cfg = bench_config(iters)
+    if kind == "straggler-on":
+        cfg.straggler = StragglerDetectionConfig(report_interval=interval)
+    return cfg
+
+
 def bench_flags(iters: int) -> list[str]:
     """``bench_config(iters)`` as bridge-train flags (the whole-job row checks they agree)."""
     return ["--recipe=gpt_cpu_tiny", f"--train.train_iters={iters}", "--scheduler.lr_warmup_iters=1",
@@ -113,7 +136,10 @@ def worker_bridge(iters: int, out_dir: str, kind: str = "bridge", base: str | No
     """bridge-train's run_training on bench_config (kind ``bridge``) or a LoRA-row config."""
     from megatron_bridge_cli.training.entry import run_training
 
-    cfg = bench_config(iters) if kind == "bridge" else lora_config(kind, iters, base)
+    if kind.startswith("straggler"):
+        cfg = straggler_config(kind, iters, int(base))  # (the report interval travels as --base)
+    else:
+        cfg = bench_config(iters) if kind == "bridge" else lora_config(kind, iters, base)
     buf = io.StringIO()
     with redirect_stdout(buf):
         rc = run_training(cfg)
@@ -347,6 +373,77 @@ def bench_lora(nproc: int, iters: int, warmup: int, repeats: int) -> float:
     return mr
 
 
+def bench_straggler(nproc: int, iters: int, warmup: int, repeats: int, interval: int) -> float:
+    """Step time with --straggler off and on; prints the row and returns the median ratio on/off."""
+    results = {"straggler-off": [], "straggler-on": []}
+    with tempfile.TemporaryDirectory() as out:
+        for rep in range(repeats):
+            for kind in ("straggler-off", "straggler-on") if rep % 2 == 0 else ("straggler-on", "straggler-off"):
+                times = run_side(kind, nproc, iters, out, str(interval))["times_ms"][warmup:]
+                results[kind].append((statistics.median(times), statistics.mean(times)))
+                print(f"  run {rep + 1} {kind:13s}: median {results[kind][-1][0]:8.1f} ms/iter, "
+                      f"mean {results[kind][-1][1]:8.1f}", flush=True)
+    best = {k: (min(v[0] for v in vals), min(v[1] for v in vals)) for k, vals in results.items()}
+    median_ratio = best["straggler-on"][0] / best["straggler-off"][0]
+    mean_ratio = best["straggler-on"][1] / best["straggler-off"][1]
+    print(f"\nstraggler detection: {nproc} processes, {iters} iterations (after {warmup}), a report every "
+          f"{interval} iterations, best of {repeats}")
+    print(f"{'':16s}{'median ms/iter':>16s}{'mean ms/iter':>14s}")
+    for k in ("straggler-off", "straggler-on"):
+        print(f"{k:16s}{best[k][0]:16.1f}{best[k][1]:14.1f}")
+    print(f"straggler on/off ratio  median {median_ratio:.3f}  mean {mean_ratio:.3f}  (target <= 1.02) "
+          f"{'ok' if max(median_ratio, mean_ratio) <= 1.02 else 'ABOVE TARGET'}")
+    return median_ratio
+
+
+HEARTBEAT_RE = re.compile(r"^ft: rank 0 sent (\d+) heartbeats, ([0-9.]+) ms each on average", re.M)
+
+
+def run_ft_side(kind: str, nproc: int, iters: int) -> tuple[list[float], float | None]:
+    """Per-iteration ms of one bridge-train job, --ft on (``ft-on``) or off, from its log lines, and
+    the mean ms of one heartbeat (rank 0's own measurement; None with --ft off)."""
+    cmd = [sys.executable, "-m", "megatron_bridge_cli", "--nproc-per-node", str(nproc), *bench_flags(iters)]
+    if kind == "ft-on":
+        cmd.append("--ft")
+    env = dict(_job_env(), BRIDGE_TRAIN_START_METHOD="exec", OMP_NUM_THREADS="1")
+    proc = subprocess.run(["timeout", "600"] + cmd, env=env, capture_output=True, text=True)
+    times = {int(m.group(1)): float(m.group(2)) for m in TIME_RE.finditer(proc.stdout)}
+    if proc.returncode or sorted(times) != list(range(1, iters + 1)):
+        raise SystemExit(f"{kind} job failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    hb = HEARTBEAT_RE.search(proc.stdout)
+    return [times[i] for i in sorted(times)], float(hb.group(2)) if hb else None
+
+
+def bench_ft(nproc: int, iters: int, warmup: int, repeats: int) -> float:
+    """Step time with ft heartbeats off and on; prints the row and returns the median ratio on/off."""
+    results, heartbeat_ms = {"ft-off": [], "ft-on": []}, []
+    for rep in range(repeats):
+        for kind in ("ft-off", "ft-on") if rep % 2 == 0 else ("ft-on", "ft-off"):
+            times, hb = run_ft_side(kind, nproc, iters)
+            times = times[warmup:]
+            if hb is not None:
+                heartbeat_ms.append(hb)
+            results[kind].append((statistics.median(times), statistics.mean(times)))
+            print(f"  run {rep + 1} {kind:7s}: median {results[kind][-1][0]:8.1f} ms/iter, "
+                  f"mean {results[kind][-1][1]:8.1f}", flush=True)
+    best = {k: (min(v[0] for v in vals), min(v[1] for v in vals)) for k, vals in results.items()}
+    median_ratio = best["ft-on"][0] / best["ft-off"][0]
+    mean_ratio = best["ft-on"][1] / best["ft-off"][1]
+    print(f"\nft heartbeats: {nproc} processes, {iters} iterations (after {warmup}), a heartbeat per iteration, "
+          f"best of {repeats}")
+    print(f"{'':16s}{'median ms/iter':>16s}{'mean ms/iter':>14s}")
+    for k in ("ft-off", "ft-on"):
+        print(f"{k:16s}{best[k][0]:16.1f}{best[k][1]:14.1f}")
+    print(f"ft on/off ratio  median {median_ratio:.3f}  mean {mean_ratio:.3f}  (target <= 1.02) "
+          f"{'ok' if max(median_ratio, mean_ratio) <= 1.02 else 'ABOVE TARGET'}")
+    # The A/B ratio above moves with other load on the machine; what ft adds to a step is the
+    # heartbeat call, which rank 0 times itself: step + heartbeat over step, load-independent.
+    hb = statistics.median(heartbeat_ms)
+    print(f"ft heartbeat: {hb:.3f} ms per iteration (median of {len(heartbeat_ms)} jobs' means); "
+          f"(step + heartbeat) / step = {(best['ft-off'][0] + hb) / best['ft-off'][0]:.4f}")
+    return median_ratio
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nproc", type=int, default=2)
@@ -357,13 +454,16 @@ def main() -> int:
     p.add_argument("--job-repeats", type=int, default=5, help="bridge/baseline pairs of the whole-job row")
     p.add_argument("--lora-iters", type=int, default=12, help="iterations of each LoRA-row run")
     p.add_argument("--lora-repeats", type=int, default=1, help="full/LoRA pairs of the LoRA row")
-    p.add_argument("--only", choices=["steps", "job", "lora"],
-                   help="run only the step-time table, the whole-job row or the LoRA row")
-    p.add_argument("--worker", choices=["bridge", "baseline", "lora-base", "lora-full", "lora"], help=argparse.SUPPRESS)
+    p.add_argument("--straggler-interval", type=int, default=10, help="--straggler.report_interval of the straggler row")
+    p.add_argument("--only", choices=["steps", "job", "lora", "straggler", "ft"],
+                   help="run only the step-time table, the whole-job row, the LoRA row, the straggler row or the "
+                        "ft heartbeat row")
+    p.add_argument("--worker", choices=["bridge", "baseline", "lora-base", "lora-full", "lora", "straggler-off",
+                                        "straggler-on"], help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     p.add_argument("--base", help=argparse.SUPPRESS)
     a = p.parse_args()
-    if a.worker in ("bridge", "lora-base", "lora-full", "lora"):
+    if a.worker in ("bridge", "lora-base", "lora-full", "lora", "straggler-off", "straggler-on"):
         worker_bridge(a.iters, a.out, a.worker, a.base)
         return 0
     if a.worker == "baseline":
@@ -374,7 +474,11 @@ def main() -> int:
             bench_whole_job(a.nproc, a.job_iters, a.job_repeats, out)
     if a.only in (None, "lora"):
         bench_lora(a.nproc, a.lora_iters, a.warmup, a.lora_repeats)
-    if a.only in ("job", "lora"):
+    if a.only in (None, "straggler"):
+        bench_straggler(a.nproc, a.iters, a.warmup, a.repeats, a.straggler_interval)
+    if a.only in (None, "ft"):
+        bench_ft(a.nproc, a.iters, a.warmup, a.repeats)
+    if a.only in ("job", "lora", "straggler", "ft"):
         return 0
     results = {"bridge": [], "baseline": []}
     with tempfile.TemporaryDirectory() as out:

@@ -123,13 +123,20 @@ def _launch(g, cfg, argv: list[str]) -> int:
     if g.nproc_per_node < 1:
         raise ConfigError(f"--nproc-per-node ({g.nproc_per_node}) must be at least 1")
     prepare(cfg, g.nproc_per_node * (g.nnodes or 1))  # fail here, once, before spawning workers
+    if g.max_restarts is not None and g.max_restarts < 0:
+        raise ConfigError(f"--max-restarts ({g.max_restarts}) must be 0 or more")
     from megatron_bridge_cli.cli.parser import worker_argv
+
+    where = dict(nproc_per_node=g.nproc_per_node, nnodes=g.nnodes or 1, node_rank=g.node_rank or 0,
+                 master_addr=g.master_addr, master_port=g.master_port, max_restarts=g.max_restarts or 0,
+                 argv=worker_argv(argv))
+    if cfg.ft is not None and cfg.ft.enable_ft_package:  # heartbeats need ft_launcher's rank monitors
+        from megatron_bridge_cli.training.ft_launch import launch_with_ft
+
+        return launch_with_ft(ft=cfg.ft, **where)
     from megatron_bridge_cli.training.launch import launch_workers
 
-    return launch_workers(
-        nproc_per_node=g.nproc_per_node, nnodes=g.nnodes or 1, node_rank=g.node_rank or 0,
-        master_addr=g.master_addr, master_port=g.master_port, argv=worker_argv(argv),
-    )
+    return launch_workers(**where)
 
 
 def _completion_script(shell: str) -> str:
@@ -166,7 +173,8 @@ def _run(argv: list[str], out: _Output) -> int:
     if g.world_size is not None and not g.dry_run:
         raise ConfigError("--world-size only applies to --dry-run (a real run takes its world size from "
                           "torchrun/srun or --nproc-per-node)")
-    launcher = [n for n in ("nnodes", "node_rank", "master_addr", "master_port") if getattr(g, n) is not None]
+    launcher = [n for n in ("nnodes", "node_rank", "master_addr", "master_port", "max_restarts")
+                if getattr(g, n) is not None]
     if launcher and g.nproc_per_node is None:
         raise ConfigError(f"--{launcher[0].replace('_', '-')} needs --nproc-per-node")
 

@@ -42,7 +42,7 @@ NUMBER = re.compile(r"^-(\d[\d_]*\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 COMPLETION_SHELLS = ("bash", "zsh", "fish", "tcsh", "powershell")
 _OVERRIDES = "_bridge_train_overrides"
-_LAUNCH = ("--nproc-per-node", "--nnodes", "--node-rank", "--master-addr", "--master-port")
+_LAUNCH = ("--nproc-per-node", "--nnodes", "--node-rank", "--master-addr", "--master-port", "--max-restarts")
 _DOTLIST = re.compile(r"^(\+{1,2}|~)?([A-Za-z_][\w-]*)((?:\.[\w-]+)*)(?:=(.*))?$", re.S)
 
 
@@ -83,6 +83,7 @@ class Globals:
     node_rank: Optional[int] = None
     master_addr: Optional[str] = None
     master_port: Optional[int] = None
+    max_restarts: Optional[int] = None
 
 
 def _integer(text: str) -> int:
@@ -154,6 +155,10 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
     launch.add_argument("--node-rank", "--node_rank", type=_integer, metavar="R", help="This node's rank.")
     launch.add_argument("--master-addr", "--master_addr", metavar="ADDR", help="Rendezvous host.")
     launch.add_argument("--master-port", "--master_port", type=_integer, metavar="PORT", help="Rendezvous port.")
+    launch.add_argument("--max-restarts", "--max_restarts", type=_integer, metavar="K",
+                        help="Restart the workers up to K times when one fails (torchrun's elastic restarts; with "
+                             "--ft also when one hangs); each restart resumes from the latest checkpoint in "
+                             "--checkpoint.save.")
 
 
 def parse_globals(argv: Sequence[str]) -> Globals:

@@ -45,19 +45,22 @@ class CommOverlapConfig(StrictFields):
     """Overlap tensor-parallel communication with GEMMs (needs TE and sequence parallel)."""
 
     overlap_grad_reduce: Optional[bool] = None
-    """Overlap the data-parallel gradient reduce with backward. None keeps ddp's setting."""
+    """Overlap the data-parallel gradient reduce with backward. None: on when data-parallel size > 1."""
 
     overlap_param_gather: Optional[bool] = None
-    """Overlap the distributed optimizer's parameter all-gather with forward. None keeps ddp's."""
+    """Overlap the distributed optimizer's parameter all-gather with forward. None: on when data-parallel
+    size > 1 and --ddp.use_distributed_optimizer is on."""
 
     overlap_p2p_comm: Optional[bool] = None
-    """Overlap pipeline send/receive with compute (interleaved schedule). None keeps model's."""
+    """Overlap pipeline send/receive with compute. None: on for the interleaved schedule (pipeline
+    parallel with virtual stages), else model's."""
 
     batch_p2p_comm: Optional[bool] = None
-    """Batch pipeline send/receive into one call. None keeps model's (off under overlap_p2p_comm)."""
+    """Batch pipeline send/receive into one call. None: off for the interleaved schedule (overlap needs
+    separate calls), else model's."""
 
     bucket_size: Optional[int] = None
-    """Gradient bucket size in elements. None keeps ddp's."""
+    """Gradient bucket size in elements. None keeps ddp's (megatron-core: max(40M, 1M x DP))."""
 
     defer_embedding_wgrad_compute: bool = False
     """Defer the embedding weight-gradient GEMM to overlap it with the pipeline flush."""

@@ -56,7 +56,24 @@ def apply_mixed_precision(cfg) -> None:
         _set_unless_explicit(cfg, section, name, value, "the --mixed_precision settings")
 
 
-def apply_comm_overlap(cfg) -> None:
+def comm_overlap_from_layout(cfg, world_size: int) -> dict:
+    """What --comm_overlap's unset (None) fields take from the layout, as Megatron-Bridge does:
+    overlap the gradient reduce when there is data parallelism (DP > 1), the parameter all-gather
+    too when the distributed optimizer shards them, and pipeline p2p under the interleaved
+    schedule (which then sends unbatched). bucket_size stays megatron-core's."""
+    m = cfg.model
+    mp = parallel_product(m)
+    if mp < 1 or world_size % mp:
+        return {}  # reported by validation
+    dp = world_size // mp
+    interleaved = m.pipeline_model_parallel_size > 1 and bool(m.virtual_pipeline_model_parallel_size)
+    return {"overlap_grad_reduce": dp > 1, "overlap_param_gather": dp > 1 and cfg.ddp.use_distributed_optimizer,
+            "overlap_p2p_comm": interleaved, "batch_p2p_comm": False if interleaved else None}
+
+
+def apply_comm_overlap(cfg, world_size: Optional[int] = None) -> None:
+    """--comm_overlap's values into ddp/model (explicit --ddp.* / --model.* values win, with a
+    warning); with ``world_size``, unset fields come from the layout (comm_overlap_from_layout)."""
     co = cfg.comm_overlap
     if co is None:
         return
@@ -64,8 +81,11 @@ def apply_comm_overlap(cfg) -> None:
         "overlap_grad_reduce": "ddp", "overlap_param_gather": "ddp", "bucket_size": "ddp",
         "overlap_p2p_comm": "model", "batch_p2p_comm": "model",
     }
+    layout = comm_overlap_from_layout(cfg, world_size) if world_size is not None else {}
     for name, section in targets.items():
         value = getattr(co, name)
+        if value is None:
+            value = layout.get(name)
         if value is not None:
             _set_unless_explicit(cfg, section, name, value, f"--comm_overlap.{name}")
     for name in ("tp_comm_overlap", "defer_embedding_wgrad_compute"):
@@ -186,7 +206,7 @@ def finalize(cfg, world_size: int = 1, tokenizer_vocab_size: Optional[int] = Non
     if out_of_range:  # derivations would compute with them (and fail obscurely)
         raise ValidationError(problems)
     apply_mixed_precision(cfg)
-    apply_comm_overlap(cfg)
+    apply_comm_overlap(cfg, world_size)
     derive_moe(cfg)
     # Each derivation runs only when its inputs are sane, so one bad value does not hide others.
     mp, t = parallel_product(cfg.model), cfg.train

@@ -170,11 +170,20 @@ def _optimizer_ddp_problems(cfg) -> list[str]:
 
 def _rerun_problems(cfg) -> list[str]:
     r, problems = cfg.rerun_state_machine, []
-    if r.rerun_mode == "disabled":  # other modes are refused as not driven yet (validation.check_driven)
+    if r.rerun_mode != "validate_results":  # megatron-core's injector acts only when it validates
         for name in ("error_injection_rate", "error_injection_type"):
             if _changed(r, name):
                 problems.append(f"--rerun_state_machine.{name} injects errors only with --rerun_state_machine."
-                                "rerun_mode=validate_results, which the training loop does not drive yet; remove it")
+                                f"rerun_mode=validate_results (it is {r.rerun_mode}); set that mode or remove it")
+    if r.error_injection_rate < 0:
+        problems.append(f"--rerun_state_machine.error_injection_rate ({r.error_injection_rate}) must be 0 (never) "
+                        "or a positive N (each check rejected with probability 1/N)")
+    ddp = getattr(cfg, "ddp", None)
+    if r.rerun_mode != "disabled" and not (r.check_for_nan_in_loss or r.check_for_spiky_loss
+                                           or getattr(ddp, "check_for_nan_in_grad", False)):
+        problems.append(f"--rerun_state_machine.rerun_mode={r.rerun_mode} has nothing to check: "
+                        "--rerun_state_machine.check_for_nan_in_loss, --rerun_state_machine.check_for_spiky_loss "
+                        "and --ddp.check_for_nan_in_grad are all off; turn one on or set rerun_mode=disabled")
     return problems
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 
+from megatron_bridge_cli.config.diagnostics_checks import check_diagnostics
 from megatron_bridge_cli.config.models.mamba import (
     MAMBA_INSTALL_HINT,
     MambaModelProvider,
@@ -16,6 +17,7 @@ from megatron_bridge_cli.config.models.mamba import (
 from megatron_bridge_cli.config.models.provider import transformer_engine_available
 from megatron_bridge_cli.config.models.t5 import T5ModelProvider
 from megatron_bridge_cli.config.moe_checks import check_moe
+from megatron_bridge_cli.config.resilience_checks import check_resilience
 from megatron_bridge_cli.config.t5_checks import check_t5
 from megatron_bridge_cli.config.unsupported_checks import check_unsupported
 from megatron_bridge_cli.errors import ConfigError
@@ -186,30 +188,8 @@ def check_precision(cfg) -> list[str]:
     return problems
 
 
-# Sections the config validates but the training loop does not act on yet. Training on while
-# ignoring them would silently do something else than asked (e.g. no trace for --profiling).
-NOT_YET_DRIVEN = (
-    "profiling",
-    "ft",
-    "straggler",
-    "nvrx_straggler",
-    "inprocess_restart",
-)
-RERUN_MODES_DRIVEN = ("disabled",)
-
-
-def check_driven(cfg) -> list[str]:
-    asked = [f"--{name}" for name in NOT_YET_DRIVEN if getattr(cfg, name) is not None]
-    if cfg.rerun_state_machine.rerun_mode not in RERUN_MODES_DRIVEN:
-        asked.append(f"--rerun_state_machine.rerun_mode={cfg.rerun_state_machine.rerun_mode}")
-    if not asked:
-        return []
-    return [f"{', '.join(asked)}: configured, but the training loop does not apply it yet; remove it "
-            "(e.g. --profiling=null, --rerun_state_machine.rerun_mode=disabled) to train without it"]
-
-
 def check_features(cfg) -> list[str]:
-    problems = check_driven(cfg)
+    problems: list[str] = []
     if cfg.optimizer.use_distributed_optimizer != cfg.ddp.use_distributed_optimizer:
         # megatron-core's DDP must lay out the grad buffers the optimizer shards; half of it fails at step 1
         problems.append(
@@ -261,4 +241,6 @@ def collect_problems(cfg, world_size: int) -> list[str]:
         + check_t5(cfg)
         + check_moe(cfg, world_size)
         + check_unsupported(cfg)
+        + check_resilience(cfg, world_size)
+        + check_diagnostics(cfg, world_size)
     )

@@ -63,6 +63,13 @@ class SafetensorsReader:
             return f.get_tensor(stored)
         return f.get_slice(stored)[index]
 
+    def shape(self, name: str) -> tuple:
+        """The stored shape of ``name`` (from the header; no data read)."""
+        stored = self.resolve(name)
+        if stored is None:
+            raise KeyError(name)
+        return tuple(self._handle(self.weight_map[stored]).get_slice(stored).get_shape())
+
     def close(self) -> None:
         self._handles.clear()
 
@@ -109,10 +116,8 @@ def load_hf_weights(chunks: list, model_cfg, path: str, flag: str = "checkpoint.
                 if src is None:
                     raise ConfigError(f"--{flag}={path}: the model has {name}, which no tensor of this "
                                       f"{hf.get('architectures', ['?'])[0]} checkpoint fills")
-                split = tp_size > 1 and getattr(param, "tensor_model_parallel", False)
-                part = (param.partition_dim, tp_rank, tp_size) if split else None
                 try:
-                    value = read_owned(src, param.shape, part, model_cfg, read)
+                    value = read_owned(src, param.shape, tp_rank, tp_size, model_cfg, read, read.shape)
                 except KeyError as e:
                     raise ConfigError(f"--{flag}={path}: tensor {e.args[0]} (for {name}) is not in the "
                                       "checkpoint's safetensors files") from None

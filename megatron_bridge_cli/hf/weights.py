@@ -121,11 +121,12 @@ def _span(dim: int, start: int, stop: int, transposed: bool) -> tuple:
     return (slice(start, stop),) if hf_dim == 0 else (slice(None), slice(start, stop))
 
 
-def read_owned(src: Source, local_shape: torch.Size, part: Optional[tuple[int, int, int]], model,
-               read: Reader) -> torch.Tensor:
-    """This rank's piece of the megatron parameter ``src`` describes: ``part`` is
-    (partition dim, TP rank, TP size) for a tensor-parallel parameter, None for a whole one."""
-    dim, rank, size = part if part is not None else (0, 0, 1)
+def read_owned(src: Source, local_shape: torch.Size, rank: int, size: int, model, read: Reader,
+               stored_shape: Callable[[str], tuple]) -> torch.Tensor:
+    """This rank's piece (TP rank ``rank`` of ``size``) of the megatron parameter ``src``
+    describes. Fused and vocabulary tensors are always split over TP; for a plain one, the
+    dimension where the local shape falls short of the stored one is the split one (megatron-core
+    sets its partition attributes only when it initializes weights itself)."""
     if src.kind == "qkv":
         return _qkv(src, local_shape, rank, size, model, read)
     if src.kind == "gate_up":
@@ -140,9 +141,15 @@ def read_owned(src: Source, local_shape: torch.Size, part: Optional[tuple[int, i
         return torch.cat([got, got.new_zeros((rows - real, *got.shape[1:]))])  # padded rows
     if src.kind == "rows":
         return read(src.names[0], (slice(0, local_shape[0]),))
-    if part is None:
+    full = tuple(stored_shape(src.names[0]))
+    full = full[::-1] if src.transposed else full
+    split = [d for d, (a, b) in enumerate(zip(full, local_shape)) if a != b]
+    if not split:
         whole = read(src.names[0], None)
         return whole.t() if src.transposed else whole
+    dim = split[0]
+    if len(split) > 1 or full[dim] != local_shape[dim] * size:
+        return read(src.names[0], None)  # does not fit: the caller reports the shapes
     n = local_shape[dim]
     got = read(src.names[0], _span(dim, rank * n, (rank + 1) * n, src.transposed))
     return got.t() if src.transposed else got

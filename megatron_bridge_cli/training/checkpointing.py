@@ -19,8 +19,9 @@ reproduces the run. Loading is checkpoint_load.py; what the files say, checkpoin
 
 What is saved (checkpoint_state.py): model chunks, optimizer (the distributed optimizer as
 ``dp_reshardable``), scheduler, the RNG states of each (pipeline, tensor) rank, and the data
-position (consumed samples). Tensors are sharded with their global shapes, so a checkpoint loads
-under another TP/PP/DP layout; the distributed optimizer's ``dp_reshardable`` state only under
+position (consumed samples); and when the rerun state machine stops the run to have a step rerun
+from the checkpoint, its state (megatron-core's ``state_dict``, training/rerun.py). Tensors are
+sharded with their global shapes, so a checkpoint loads under another TP/PP/DP layout; the distributed optimizer's ``dp_reshardable`` state only under
 another DP size (load with ``--checkpoint.load_optim=false`` to change TP/PP/EP then); the other
 optimizers' state under another expert-parallel size too (training/optim_layout.py). RNG states
 load only under the same TP/PP layout (like Megatron-LM), since they belong to ranks.
@@ -49,6 +50,7 @@ from megatron_bridge_cli.training.checkpoint_state import (
     FORMAT_VERSION, RUN_CONFIG, layout, optim_metadata, rank0_print, sharded_state_dict,
 )
 from megatron_bridge_cli.training.optim_layout import optimizer_count
+from megatron_bridge_cli.training.rerun import checkpoint_state as rerun_checkpoint_state
 from megatron_bridge_cli.training.setup import Built, on_cpu
 
 __all__ = ["TRACKER", "checkpoint_dir_to_load", "checkpoint_problems", "check_load_paths", "load_checkpoint",
@@ -134,6 +136,11 @@ class Checkpointer:
         from megatron.core import dist_checkpointing
 
         cfg, ck, it = self.cfg, self.cfg.checkpoint, built.state.iteration
+        if cfg.ddp.use_distributed_optimizer and cfg.ddp.overlap_param_gather:
+            # The last step's parameter all-gather waits for the next forward (--comm_overlap):
+            # finish it, or other ranks' shards would be saved as they were before the step.
+            for chunk in built.model:
+                chunk.start_param_sync(force_sync=True)
         root = ck.save
         final = iteration_dir(root, it)
         tmp = final + ".tmp"
@@ -146,6 +153,9 @@ class Checkpointer:
         sd = sharded_state_dict(cfg, built, optim=ck.save_optim, rng=ck.save_rng, is_loading=False)
         sd["opt_param_scheduler"] = built.scheduler.state_dict()
         sd["train_state"] = asdict(built.state)
+        rerun = rerun_checkpoint_state()  # a step the rerun state machine reruns on resume (training/rerun.py)
+        if rerun is not None:
+            sd["rerun_state_machine"] = rerun
         sd["checkpoint_meta"] = {
             "format_version": FORMAT_VERSION, "layout": layout(cfg),
             "has_optimizer": ck.save_optim, "has_rng": ck.save_rng, "optimizers": optimizer_count(built.optimizer),

@@ -105,6 +105,12 @@ def run_training(cfg, forward_step_func=None) -> int:
     Runtime failures raise; under torchrun that ends the whole job with a non-zero exit.
     ``forward_step_func`` replaces the built-in forward step (see training/api.py).
     """
+    from megatron_bridge_cli.training import fault_tolerance as ft
+
+    if cfg.inprocess_restart is not None and not ft.in_attempt():  # each attempt runs this function again
+        from megatron_bridge_cli.training.inprocess import run_with_inprocess_restart
+
+        return run_with_inprocess_restart(cfg, run_training, forward_step_func)
     _whole_lines()
     world = detect_world()
     if world.launcher == "torchrun" and not os.environ.get(LAUNCHER_PID_ENV):
@@ -112,6 +118,8 @@ def run_training(cfg, forward_step_func=None) -> int:
         # processes must not outlive a SIGKILLed worker
         take_descendants_along(regroup=False)
     _quiet_libraries(world.rank)
+    ft.check_launcher(cfg)
+    ft.resume_on_restart(cfg)  # a restarted job continues from its own latest checkpoint
     final = prepare(cfg, world.world_size)
     from megatron_bridge_cli.data.tokenizers import build_tokenizer
 
@@ -120,7 +128,8 @@ def run_training(cfg, forward_step_func=None) -> int:
     from megatron_bridge_cli.data.datasets import build_datasets, build_iterators
     from megatron_bridge_cli.training import setup as S
     from megatron_bridge_cli.training.checkpointing import Checkpointer, load_checkpoint
-    from megatron_bridge_cli.training.loop import train
+    from megatron_bridge_cli.training.loop import RerunExit, train
+    from megatron_bridge_cli.training.rerun import init_rerun_state_machine, restore_from_checkpoint
     from megatron_bridge_cli.training.metrics import Reporter
 
     if S.on_cpu():
@@ -130,7 +139,9 @@ def run_training(cfg, forward_step_func=None) -> int:
     t0 = time.time()
     S.init_distributed(final, world)
     reporter = checkpointer = None
+    finished = False
     try:
+        ft.activate(final)  # heartbeats to ft_launcher's rank monitor (--ft)
         from megatron.core import parallel_state as ps
 
         S.set_seeds(final)
@@ -140,7 +151,8 @@ def run_training(cfg, forward_step_func=None) -> int:
         state = S.TrainingState()
         built = S.Built(model=model, optimizer=optimizer, scheduler=scheduler, state=state,
                         forward_step=_user_step(forward_step_func, S.StepState(final, state)))
-        load_checkpoint(final, built)
+        init_rerun_state_machine(final)  # once per run, before a checkpoint may give it a step to rerun
+        restore_from_checkpoint(final, load_checkpoint(final, built))
 
         vp = final.model.virtual_pipeline_model_parallel_size or 1
         chunk_needs = [
@@ -154,6 +166,7 @@ def run_training(cfg, forward_step_func=None) -> int:
         )
         reporter = Reporter(final, cfg)
         checkpointer = Checkpointer(final, cfg)
+        ft.started()
         torch.distributed.barrier()
         if torch.distributed.get_rank() == 0:
             print(f"setup done in {time.time() - t0:.1f}s; training {final.train.total_iters} iterations "
@@ -161,11 +174,21 @@ def run_training(cfg, forward_step_func=None) -> int:
                   f"VP={final.model.virtual_pipeline_model_parallel_size or 1} DP={final.train.data_parallel_size}, "
                   f"{final.train.num_microbatches} micro-batches of {final.train.micro_batch_size})", flush=True)
         with _peers_named(final):
-            train(final, built, data, reporter, checkpointer)
+            try:
+                train(final, built, data, reporter, checkpointer)
+                rc = 0
+            except RerunExit as stop:  # the rerun state machine's verdict: its exit code (training/rerun.py)
+                rc = stop.exit_code
             checkpointer.close()
             torch.distributed.barrier()
-        return 0
+        finished = rc == 0
+        if finished and final.checkpoint.save_hf and torch.distributed.get_rank() == 0:
+            from megatron_bridge_cli.hf.export import export_after_run
+
+            export_after_run(final)  # --checkpoint.save_hf: the final checkpoint as a HuggingFace folder
+        return rc
     finally:
+        ft.deactivate(finished)
         if reporter is not None:
             reporter.close()
         sys.stdout.flush()

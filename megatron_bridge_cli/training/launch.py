@@ -57,9 +57,11 @@ agent installs its handlers, read by the forked workers."""
 
 
 def torchrun_args(*, nproc_per_node: int, nnodes: int = 1, node_rank: int = 0, master_addr: Optional[str] = None,
-                  master_port: Optional[int] = None, argv: Sequence[str] = ()) -> list[str]:
+                  master_port: Optional[int] = None, max_restarts: int = 0, argv: Sequence[str] = ()) -> list[str]:
     """The torchrun command line (without ``torchrun``) for these settings."""
     args = [f"--nproc-per-node={nproc_per_node}", f"--nnodes={nnodes}", f"--node-rank={node_rank}"]
+    if max_restarts:
+        args.append(f"--max-restarts={max_restarts}")
     if nnodes == 1 and master_addr is None and master_port is None:
         args.append("--standalone")  # a free local port, no clash with other jobs on the machine
     else:
@@ -265,8 +267,12 @@ def _elastic_config(args, start_method: str):
 
 
 def launch_workers(*, nproc_per_node: int, nnodes: int = 1, node_rank: int = 0, master_addr: Optional[str] = None,
-                   master_port: Optional[int] = None, argv: Sequence[str] = ()) -> int:
-    """Run the job; return its exit code (0, or the first failed worker's non-zero code)."""
+                   master_port: Optional[int] = None, max_restarts: int = 0, argv: Sequence[str] = ()) -> int:
+    """Run the job; return its exit code (0, or the first failed worker's non-zero code).
+
+    ``max_restarts`` (--max-restarts): torchrun's elastic agent restarts the whole worker group
+    that many times when a worker fails; the restarted workers see TORCHELASTIC_RESTART_COUNT
+    and resume from the latest checkpoint (training/fault_tolerance.resume_on_restart)."""
     from torch.distributed import run as torchrun
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -277,7 +283,7 @@ def launch_workers(*, nproc_per_node: int, nnodes: int = 1, node_rank: int = 0, 
     _ignored_by_caller = frozenset(n for n in _AGENT_SIGNALS if signal.getsignal(getattr(signal, n)) == signal.SIG_IGN)
     args = torchrun.parse_args(torchrun_args(
         nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
-        master_addr=master_addr, master_port=master_port, argv=list(argv),
+        master_addr=master_addr, master_port=master_port, max_restarts=max_restarts, argv=list(argv),
     ))
     previous_pid = os.environ.get(LAUNCHER_PID_ENV)
     os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # inherited by forked and exec'd workers alike

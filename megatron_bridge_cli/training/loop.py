@@ -11,10 +11,23 @@ global batch whatever the data-parallel size.
 
 Around the model's forward step (GPT and T5 alike, ``_guarded_step``): Megatron-LM's loss
 checks through megatron-core's rerun state machine (--rerun_state_machine.check_for_nan_in_loss
-/ check_for_spiky_loss). ``model.enable_autocast`` (--mixed_precision.autocast_enabled) runs the
+/ check_for_spiky_loss). ``train_step`` runs the forward-backward pass inside the machine's
+``while should_run_forward_backward(iterators)`` loop (Megatron-LM's ``train_step``), the train
+iterators wrapped in ``RerunDataIterator``: once when disabled; again on the same micro-batches
+and RNG states when --rerun_state_machine.rerun_mode=validate_results rejects a loss; twice per
+step in report_stats. When ``should_checkpoint_and_exit`` says stop (a NaN/Inf settled in
+validate_results), the step is not applied: ``RerunExit`` makes the loop save a checkpoint of
+the iteration before, print which iteration and ranks failed, and ``run_training`` return the
+machine's exit code (16 or 17; training/rerun.py). Evaluation runs with the machine disabled. ``model.enable_autocast`` (--mixed_precision.autocast_enabled) runs the
 pass under torch.autocast on CPU (``_cpu_autocast``; on CUDA megatron-core's schedule does it).
 ``--logger.timing_log_level`` 1 and 2 print megatron-core's per-phase timers after each log
 line; ``--logger.log_params_norm`` adds the parameters' L2 norm to it.
+
+Around each step, hooks that never change what a step computes: ``--profiling`` records the
+window ``[profile_step_start, profile_step_end)`` (training/profiling.py), ``--straggler`` times
+the step on every rank and prints the per-rank comparison (training/straggler.py), and
+``--nvrx_straggler`` runs it inside nvidia-resiliency-ext's detection section
+(training/nvrx_straggler.py; its stop_if_detected ends the run as an exit condition does).
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ from typing import Optional
 import torch
 
 from megatron_bridge_cli.errors import RunFailure
+from megatron_bridge_cli.training import fault_tolerance as ft_hooks
 from megatron_bridge_cli.training.checkpointing import Checkpointer
 from megatron_bridge_cli.training.metrics import (
     Reporter,
@@ -44,7 +58,7 @@ from megatron_bridge_cli.training.metrics import (
 from megatron_bridge_cli.training.moe_losses import reduce_moe_losses
 from megatron_bridge_cli.training.setup import Built, on_cpu, unwrap
 
-__all__ = ["train", "evaluate", "ExitSignal", "NonFiniteLoss"]
+__all__ = ["train", "evaluate", "ExitSignal", "NonFiniteLoss", "RerunExit"]
 
 SPIKY_LOSS_FACTOR = 10
 """A loss this many times the largest of the first 100 checked is a spike (Megatron-LM's pretrain_gpt)."""
@@ -52,6 +66,16 @@ SPIKY_LOSS_FACTOR = 10
 
 class NonFiniteLoss(RunFailure, RuntimeError):
     """The loss of a micro-batch was NaN or Inf and --rerun_state_machine.check_for_nan_in_loss is on."""
+
+
+class RerunExit(Exception):
+    """megatron-core's rerun state machine stops the run before this step's optimizer update
+    (``should_checkpoint_and_exit``): ``exit_code`` is its EXIT_CODE_*, ``checkpoint`` whether to
+    save one first. The loop saves and reports; run_training returns the code."""
+
+    def __init__(self, exit_code: int, checkpoint: bool):
+        super().__init__(exit_code)
+        self.exit_code, self.checkpoint = exit_code, checkpoint
 
 
 class ExitSignal:
@@ -128,14 +152,26 @@ def _timed(timers, name: str, level: int):
 
 def guard_loss(loss: torch.Tensor, rerun_cfg) -> None:
     """Megatron-LM's checks of a micro-batch's local loss (``pretrain_gpt.loss_func``), through
-    megatron-core's rerun state machine: in its 'disabled' mode ``validate_result`` still rejects,
-    raising on NaN/Inf and warning on a spike."""
-    from megatron.core.rerun_state_machine import get_rerun_state_machine
+    megatron-core's rerun state machine: in its 'disabled' mode ``validate_result`` rejects,
+    raising on NaN/Inf and warning on a spike; in 'validate_results' a rejected loss marks the
+    step for a rerun (NaN/Inf fatal, a spike not), in 'report_determinism_stats' every loss is
+    recorded for comparison with the rerun's (training/rerun.py)."""
+    from megatron.core.rerun_state_machine import RerunMode, get_rerun_state_machine
 
     rsm = get_rerun_state_machine()
+    # A copy: the schedule divides the returned loss in place afterwards, which would change the
+    # value the machine keeps to compare with a rerun's.
+    loss = loss.detach().clone()
+    # Where megatron-core records without rejecting (report_stats) or does not validate yet (the
+    # first step of a process in validate_results), a NaN/Inf stops the run as in disabled mode.
+    mode = rsm.get_mode()
+    direct = mode == RerunMode.REPORT_DETERMINISM_STATS or (
+        mode == RerunMode.VALIDATE_RESULTS and not rsm.first_iteration_complete)
     if rerun_cfg.check_for_nan_in_loss:
         for reject, what in ((torch.isnan, "NaN"), (torch.isinf, "Inf")):
             try:
+                if direct and bool(reject(loss)):
+                    raise RuntimeError(what)
                 rsm.validate_result(result=loss, rejection_func=reject, tolerance=0.0, fatal=True,
                                     message=f"found {what} in local forward loss calculation")
             except RuntimeError:
@@ -263,18 +299,23 @@ def _run_schedule(cfg, built: Built, iterators: list, forward_backward, num_micr
 
 def train_step(cfg, built: Built, iterators: list, forward_backward, iteration: int):
     """One optimizer step; returns (loss, update successful, grad norm, zeros in grads)."""
-    from megatron.core.rerun_state_machine import get_rerun_state_machine
+    from megatron.core.rerun_state_machine import RerunState, get_rerun_state_machine
 
     t = cfg.train
     rsm = get_rerun_state_machine()
-    rsm.current_iteration = iteration  # the machine counts it up to the step's number: its messages name it
-    while rsm.should_run_forward_backward(iterators):  # once: only the 'disabled' mode is driven
+    if rsm.state == RerunState.NOT_RUNNING_YET:  # (not when resumed to rerun a step: the checkpoint names it)
+        rsm.current_iteration = iteration  # the machine counts it up to the step's number: its messages name it
+    # Once, or again on the same micro-batches and RNG states (training/rerun.py): a failed check
+    # in validate_results, every step in report_stats.
+    while rsm.should_run_forward_backward(iterators):
         for chunk in built.model:
             chunk.zero_grad_buffer()
         built.optimizer.zero_grad()
         losses = _run_schedule(cfg, built, iterators, forward_backward, t.num_microbatches, t.micro_batch_size,
                                forward_only=False)
-    rsm.should_checkpoint_and_exit()  # marks the first iteration done ((False, False, 0) when disabled)
+    should_checkpoint, should_exit, exit_code = rsm.should_checkpoint_and_exit()  # (False, False, 0): go on
+    if should_exit:
+        raise RerunExit(exit_code, should_checkpoint)
     with _timed(cfg.model.timers, "optimizer", 1):
         update_successful, grad_norm, num_zeros = built.optimizer.step()
     if update_successful:
@@ -292,6 +333,10 @@ def evaluate(cfg, built: Built, iterators: list, forward_backward) -> Optional[f
         chunk.eval()
     totals = []
     timers, cfg.model.timers = cfg.model.timers, None  # the timers report training phases (as Megatron-LM's)
+    from megatron.core.rerun_state_machine import RerunMode, get_rerun_state_machine
+
+    rsm = get_rerun_state_machine()
+    rerun_mode, rsm.mode = rsm.mode, RerunMode.DISABLED  # evaluation is not rerun (as in Megatron-LM)
     try:
         with torch.no_grad():
             for _ in range(t.eval_iters):
@@ -301,6 +346,7 @@ def evaluate(cfg, built: Built, iterators: list, forward_backward) -> Optional[f
                     totals.append(torch.stack([_sum_count(d) for d in out]).sum(dim=0))
     finally:
         cfg.model.timers = timers
+        rsm.mode = rerun_mode
     for chunk in built.model:
         chunk.train()
     if not totals:
@@ -335,14 +381,17 @@ def _timer() -> float:
 
 def train(cfg, built: Built, data, reporter: Reporter, checkpointer: Checkpointer) -> str:
     """Train until a stop condition; returns why it stopped ('done', 'exit_interval',
-    'exit_duration', 'signal')."""
+    'exit_duration', 'signal', 'straggler')."""
     from megatron.core import parallel_state as ps
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    from megatron_bridge_cli.training.setup import init_rerun_state_machine
+    from megatron_bridge_cli.training.nvrx_straggler import NVRxStragglers
+    from megatron_bridge_cli.training.profiling import StepProfiler
+    from megatron_bridge_cli.training.rerun import rerun_decision, wrap_iterators
+    from megatron_bridge_cli.training.straggler import StragglerReporter
 
     t, lg, ck, st = cfg.train, cfg.logger, cfg.checkpoint, built.state
-    init_rerun_state_machine(cfg)
+    data.train = wrap_iterators(data.train)  # a step's micro-batches replayable (the rerun state machine)
     forward_backward = get_forward_backward_func()
     flops_per_iter = num_floating_point_operations(cfg, t.global_batch_size)
     tokens_per_iter = t.global_batch_size * cfg.dataset.sample_length
@@ -357,11 +406,28 @@ def train(cfg, built: Built, data, reporter: Reporter, checkpointer: Checkpointe
     stop = "done"
     for chunk in built.model:
         chunk.train()
+    rank = torch.distributed.get_rank()
+    profiler, stragglers, nvrx = StepProfiler(cfg, rank), StragglerReporter(cfg, rank, world), NVRxStragglers(cfg, rank)
     try:
         while st.iteration < t.total_iters and not t.skip_train:
-            loss, ok, grad_norm, num_zeros = train_step(cfg, built, data.train, forward_backward, st.iteration)
+            profiler.step(st.iteration + 1)  # the log's number of the iteration about to run
+            ft_hooks.before_iteration(st.iteration + 1)  # --ft.simulate_fault
+            stragglers.begin()
+            try:
+                with nvrx.section():
+                    loss, ok, grad_norm, num_zeros = train_step(cfg, built, data.train, forward_backward, st.iteration)
+            except RerunExit as rerun:  # the step is not applied: a checkpoint holds the iteration before it
+                if rerun.checkpoint and ck.save:
+                    checkpointer.save(built)
+                message = rerun_decision(st.iteration + 1, rerun.exit_code, rerun.checkpoint,
+                                         st.iteration if rerun.checkpoint and ck.save else None)
+                print_rank0(message)
+                raise
             aux_losses = reduce_moe_losses(cfg)  # MoE router losses (collective; {} when dense)
             st.iteration += 1
+            ft_hooks.after_iteration()  # heartbeat to ft_launcher's rank monitor (--ft)
+            stragglers.end(st.iteration)  # collective every --straggler.report_interval iterations
+            nvrx.after_step(st.iteration)
             st.consumed_train_samples += t.global_batch_size
             st.skipped_iterations += 0 if ok else 1
             if loss is not None and not math.isfinite(loss):
@@ -431,6 +497,7 @@ def train(cfg, built: Built, data, reporter: Reporter, checkpointer: Checkpointe
             if ck.save and ck.save_interval and st.iteration % ck.save_interval == 0:
                 checkpointer.save(built)
                 saved = True
+                ft_hooks.after_save()  # heartbeat; --ft.calc_ft_timeouts learns and saves the timeouts
                 interval_start, interval_iters = _timer(), 0
             # Exit conditions: every rank decides the same way (collectives follow).
             if exit_signal is not None and _all_ranks_agree(exit_signal.received):
@@ -439,6 +506,8 @@ def train(cfg, built: Built, data, reporter: Reporter, checkpointer: Checkpointe
                 stop = "exit_duration"
             elif t.exit_interval and st.iteration % t.exit_interval == 0:
                 stop = "exit_interval"
+            elif nvrx.stop_requested:  # --nvrx_straggler.stop_if_detected (agreed by all ranks)
+                stop = "straggler"
             if stop != "done":
                 if ck.save and not saved:
                     checkpointer.save(built)
@@ -449,6 +518,9 @@ def train(cfg, built: Built, data, reporter: Reporter, checkpointer: Checkpointe
         if ck.save and st.iteration > 0 and not (ck.save_interval and st.iteration % ck.save_interval == 0):
             checkpointer.save(built)
     finally:
+        profiler.close()
+        stragglers.close()
+        nvrx.close()
         if exit_signal is not None:
             exit_signal.restore()
         if t.manual_gc:

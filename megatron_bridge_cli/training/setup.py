@@ -88,8 +88,12 @@ def init_distributed(cfg, world: WorldInfo) -> None:
         else:
             os.environ.setdefault("MASTER_ADDR", world.master_addr)
             os.environ.setdefault("MASTER_PORT", str(world.master_port))
+            from megatron_bridge_cli.training.fault_tolerance import restart_store
+
+            store = restart_store(world.rank, world.world_size, timeout)  # a restarted attempt: fresh keys
             torch.distributed.init_process_group(
-                backend, init_method="env://", rank=world.rank, world_size=world.world_size, timeout=timeout
+                backend, init_method=None if store else "env://", store=store, rank=world.rank,
+                world_size=world.world_size, timeout=timeout,
             )
     m = cfg.model
     parallel_state.initialize_model_parallel(
@@ -138,31 +142,10 @@ def set_seeds(cfg) -> None:
 
 
 def init_rerun_state_machine(cfg) -> None:
-    """megatron-core's rerun state machine (a process-wide singleton) in --rerun_state_machine's
-    mode, replacing any earlier one. megatron-core's own checks (DDP's
-    --ddp.check_for_nan_in_grad) and the loop's loss checks go through it."""
-    from megatron.core.rerun_state_machine import (
-        RerunDiagnostic,
-        RerunErrorInjector,
-        RerunMode,
-        destroy_rerun_state_machine,
-        initialize_rerun_state_machine,
-    )
+    """megatron-core's rerun state machine in --rerun_state_machine's mode (training/rerun.py)."""
+    from megatron_bridge_cli.training.rerun import init_rerun_state_machine as init
 
-    r = cfg.rerun_state_machine
-    mode = {"disabled": RerunMode.DISABLED, "validate_results": RerunMode.VALIDATE_RESULTS,
-            "report_stats": RerunMode.REPORT_DETERMINISM_STATS}[r.rerun_mode]
-    destroy_rerun_state_machine()
-    rsm_log = logging.getLogger("megatron.core.rerun_state_machine")
-    level = rsm_log.level
-    rsm_log.setLevel(logging.ERROR)  # its "initialized in mode ..." notice is a WARNING on every run
-    try:
-        initialize_rerun_state_machine(
-            mode=mode,
-            error_injector=RerunErrorInjector(r.error_injection_rate, RerunDiagnostic(r.error_injection_type)),
-        )
-    finally:
-        rsm_log.setLevel(level)
+    init(cfg)
 
 
 def unwrap(chunk):

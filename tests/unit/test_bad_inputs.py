@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import torch
 
 from megatron_bridge_cli.cli.main import main
 from megatron_bridge_cli.config.models.provider import transformer_engine_available
@@ -92,6 +93,23 @@ def _rows() -> list[Bad]:
         Bad("logic-split-zero", [D, "--dataset.split=0,0,0"], ["--dataset.split ('0,0,0') gives every split a share of 0"]),
         Bad("logic-quantizer-factory", [D, "--model.fp8_quantizer_factory=os.system"],
             ["--model.fp8_quantizer_factory", "refused _target_ 'os.system'"]),
+        # ------------------------------------------------------------------ profiling and straggler detection
+        *([] if torch.cuda.is_available() else [  # GPU-only features, refused before anything starts
+            Bad("diag-nsys-without-cuda", ["--profiling=nsys"],
+                ["--profiling.use_nsys_profiler (--profiling=nsys) needs a CUDA GPU", "--profiling=pytorch"]),
+            Bad("diag-memory-history-without-cuda", [D, "--profiling=pytorch", "--profiling.record_memory_history=true"],
+                ["--profiling.record_memory_history needs a CUDA GPU"]),
+            Bad("diag-nvrx-straggler-without-cuda", ["--nvrx_straggler=default"],
+                ["--nvrx_straggler needs a CUDA GPU", "CUPTI", "pip install '.[resilience]'", "--straggler"])]),
+        Bad("diag-profiling-nothing", [D, "--profiling=pytorch", "--profiling.use_pytorch_profiler=false"],
+            ["--profiling is on but records nothing", "--profiling=pytorch"]),
+        Bad("diag-profiling-empty-window", [D, "--profiling=pytorch", "--profiling.profile_step_start=3",
+                                            "--profiling.profile_step_end=3"], ["the window [start, end) is empty"]),
+        Bad("diag-profiling-rank", [D, "--world-size", "2", "--profiling=pytorch", "--profiling.profile_ranks", "0", "2"],
+            ["--profiling.profile_ranks names rank(s) 2", "world size 2"]),
+        Bad("diag-profiling-after-the-run", [D, "--profiling=pytorch", "--train.train_iters=5"],
+            ["--profiling.profile_step_start (10) is after the run's last iteration (--train.train_iters=5)"]),
+        Bad("diag-straggler-interval", [D, "--straggler=default", "--straggler.report_interval=0"], ["--straggler.report_interval (0) must be"]),
         # ------------------------------------------------------------------ YAML files
         Bad("yaml-missing", ["--config-file", "{tmp}/missing.yaml"], ["config file '{tmp}/missing.yaml' does not exist"]),
         Bad("yaml-directory", ["--config-file", "{tmp}"], ["{tmp}"]),

@@ -19,9 +19,7 @@ of these proofs for each; a path with none fails the test, named:
     (--mixed_precision.* and --comm_overlap.* set model/optimizer/ddp fields; megatron-core
     derives init_method from init_method_std, ...).
 (d) refused: finalize() with a non-default value raises a ConfigError that names the flag.
-    The sections the training loop does not drive yet (issue 9) are refused as a whole: peft,
-    profiling, ft, straggler, nvrx_straggler, inprocess_restart. Their fields are (d) through
-    that refusal, proven once per section, and are reported as such.
+    No section is refused as a whole any more: every section the container has is driven.
 
 The fields the issue named (logger.timing_log_level, logger.log_params_norm,
 dataset.pin_memory, mixed_precision.autocast_enabled, rerun_state_machine.check_for_nan_in_loss)
@@ -48,7 +46,6 @@ from megatron_bridge_cli.recipes import RECIPES
 from megatron_bridge_cli import typeinfo
 from megatron_bridge_cli.cli.flags import build_table, kind_class
 from megatron_bridge_cli.config import SECTION_KINDS, finalize
-from megatron_bridge_cli.config.validation import NOT_YET_DRIVEN
 from megatron_bridge_cli.errors import ConfigError
 from tests.unit.test_recipes import single_rank  # noqa: F401  (fixture)
 
@@ -313,17 +310,6 @@ def try_finalize(cfg):
         matmul.allow_bf16_reduced_precision_reduction = saved
 
 
-def refused_as_section(section: str) -> str:
-    """Proof that switching ``section`` on is refused, naming it; the message."""
-    kinds = SECTION_KINDS[section]
-    cfg = RECIPES["gpt_cpu_tiny"]()
-    setattr(cfg, section, next(iter(kinds.values()))())
-    cfg.checkpoint.pretrained_checkpoint = None
-    _, error = try_finalize(cfg)
-    assert error is not None and f"--{section}" in error, (section, error)
-    return error
-
-
 def finalize_proof(path: str, flag) -> str | None:
     """'derived' or 'refused' when setting ``path`` to a non-default value shows in finalize():
     the finalized container differs elsewhere, or the error names the flag (or, for a value a
@@ -379,8 +365,6 @@ def handed_on_proof(path: str, flag) -> str | None:
 # ----------------------------------------------------------------------------- the walk
 def classify(path: str, flag) -> str | None:
     section, name = flag.section, flag.name
-    if section in NOT_YET_DRIVEN:
-        return "refused-section"
     if single_valued(flag.hint):
         return "single-valued"
     if name in bridge_reads().get(section, ()):
@@ -395,8 +379,6 @@ def classify(path: str, flag) -> str | None:
 
 def test_every_field_acts_or_is_refused():
     table = build_table()
-    for section in NOT_YET_DRIVEN:
-        refused_as_section(section)
     results = {path: classify(path, flag) for path, flag in table.flags.items()}
     missing = sorted(p for p, how in results.items() if how is None)
     assert not missing, (

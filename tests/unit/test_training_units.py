@@ -138,14 +138,16 @@ def test_config_errors_come_before_any_process_group(tmp_path):
     assert not torch.distributed.is_initialized()
 
 
-def test_sections_the_loop_does_not_drive_are_refused_not_ignored(tmp_path):
+def test_what_this_machine_cannot_do_is_refused_before_training(tmp_path):
     import torch
 
     from megatron_bridge_cli.config import ProfilingConfig
     from megatron_bridge_cli.training.entry import run_training
 
+    if torch.cuda.is_available():
+        pytest.skip("nsys profiling runs where CUDA is")
     cfg = _cfg()
-    cfg.profiling = ProfilingConfig(use_pytorch_profiler=True)
-    with pytest.raises(ConfigError, match=r"--profiling: configured, but the training loop does not apply it yet"):
+    cfg.profiling = ProfilingConfig(use_nsys_profiler=True)
+    with pytest.raises(ConfigError, match=r"--profiling.use_nsys_profiler \(--profiling=nsys\) needs a CUDA GPU"):
         run_training(cfg)
     assert not torch.distributed.is_initialized()
