@@ -2,8 +2,9 @@
 
 Each rank walks its own parameters (every virtual-pipeline chunk), maps each name to the HF
 tensors it comes from (weights.sources_for, with the global layer index), and reads only the
-rows or columns its tensor-parallel position owns through safetensors' memory-mapped slices.
-No rank holds more than its own shard plus one slice in flight.
+rows or columns its tensor-parallel position owns through safetensors' memory-mapped slices,
+copied once into the parameter. The files are unmapped after each parameter, so no rank holds
+more than its own shard plus the file pages of one tensor (scripts/bench_hf_import.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from megatron_bridge_cli.errors import ConfigError
 from megatron_bridge_cli.hf.directory import INDEX_FILE, read_hf_config, weight_files
 from megatron_bridge_cli.hf.families import GPT2, architecture_of
-from megatron_bridge_cli.hf.weights import canonical_name, read_owned, sources_for
+from megatron_bridge_cli.hf.weights import ShapeMismatch, canonical_name, fill_owned, sources_for
 
 __all__ = ["SafetensorsReader", "load_hf_weights", "global_param_names"]
 
@@ -70,8 +71,11 @@ class SafetensorsReader:
             raise KeyError(name)
         return tuple(self._handle(self.weight_map[stored]).get_slice(stored).get_shape())
 
-    def close(self) -> None:
+    def release(self) -> None:
+        """Drop the open files: their memory maps go once no tensor read from them is alive."""
         self._handles.clear()
+
+    close = release
 
 
 def global_param_names(chunk) -> dict[str, str]:
@@ -117,15 +121,15 @@ def load_hf_weights(chunks: list, model_cfg, path: str, flag: str = "checkpoint.
                     raise ConfigError(f"--{flag}={path}: the model has {name}, which no tensor of this "
                                       f"{hf.get('architectures', ['?'])[0]} checkpoint fills")
                 try:
-                    value = read_owned(src, param.shape, tp_rank, tp_size, model_cfg, read, read.shape)
+                    with torch.no_grad():
+                        fill_owned(param, src, tp_rank, tp_size, model_cfg, read, read.shape)
                 except KeyError as e:
                     raise ConfigError(f"--{flag}={path}: tensor {e.args[0]} (for {name}) is not in the "
                                       "checkpoint's safetensors files") from None
-                if tuple(value.shape) != tuple(param.shape):
-                    raise ConfigError(f"--{flag}={path}: {src.names[0]} gives {name} the shape "
-                                      f"{tuple(value.shape)}, the model has {tuple(param.shape)}")
-                with torch.no_grad():
-                    param.copy_(value.to(param.dtype))
+                except ShapeMismatch as e:
+                    raise ConfigError(f"--{flag}={path}: {e.hf_name} gives {name} the shape {e.got}, the model "
+                                      f"has {e.want}") from None
+                read.release()  # unmap what this parameter touched: resident file pages stay one tensor's
                 filled += 1
     finally:
         read.close()

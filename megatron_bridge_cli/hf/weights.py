@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 import torch
 
-__all__ = ["Source", "sources_for", "canonical_name", "read_owned", "hf_tensors_from_megatron"]
+__all__ = ["Source", "ShapeMismatch", "sources_for", "canonical_name", "fill_owned", "hf_tensors_from_megatron"]
 
 _TE_ALIASES = {
     "self_attention.linear_qkv.layer_norm_weight": "input_layernorm.weight",
@@ -121,42 +121,61 @@ def _span(dim: int, start: int, stop: int, transposed: bool) -> tuple:
     return (slice(start, stop),) if hf_dim == 0 else (slice(None), slice(start, stop))
 
 
-def read_owned(src: Source, local_shape: torch.Size, rank: int, size: int, model, read: Reader,
-               stored_shape: Callable[[str], tuple]) -> torch.Tensor:
-    """This rank's piece (TP rank ``rank`` of ``size``) of the megatron parameter ``src``
-    describes. Fused and vocabulary tensors are always split over TP; for a plain one, the
-    dimension where the local shape falls short of the stored one is the split one (megatron-core
-    sets its partition attributes only when it initializes weights itself)."""
+class ShapeMismatch(ValueError):
+    """A stored tensor (or this rank's slice of it) does not fit the parameter it fills."""
+
+    def __init__(self, hf_name: str, got: tuple, want: tuple):
+        super().__init__(hf_name, got, want)
+        self.hf_name, self.got, self.want = hf_name, got, want
+
+
+def _put(dst: torch.Tensor, value: torch.Tensor, hf_name: str) -> None:
+    """dst <- value, one copy; shapes must match exactly (copy_ would broadcast a wrong one)."""
+    if tuple(value.shape) != tuple(dst.shape):
+        raise ShapeMismatch(hf_name, tuple(value.shape), tuple(dst.shape))
+    dst.copy_(value)
+
+
+def fill_owned(param: torch.Tensor, src: Source, rank: int, size: int, model, read: Reader,
+               stored_shape: Callable[[str], tuple]) -> None:
+    """Copy this rank's piece (TP rank ``rank`` of ``size``) of what ``src`` describes into
+    ``param``, each byte once: the reads are views of the memory-mapped file, and fused
+    tensors (q/k/v, gate/up) are copied piece by piece into their rows of ``param``.
+
+    Fused and vocabulary tensors are always split over TP; for a plain one, the dimension where
+    the local shape falls short of the stored one is the split one (megatron-core sets its
+    partition attributes only when it initializes weights itself)."""
+    local_shape = param.shape
     if src.kind == "qkv":
-        return _qkv(src, local_shape, rank, size, model, read)
+        return _fill_qkv(param, src, rank, size, model, read)
     if src.kind == "gate_up":
         n = local_shape[0] // 2  # [gate_r; up_r]
-        return torch.cat([read(name, (slice(rank * n, (rank + 1) * n),)) for name in src.names])
+        for i, name in enumerate(src.names):
+            _put(param[i * n:(i + 1) * n], read(name, (slice(rank * n, (rank + 1) * n),)), name)
+        return None
     if src.kind == "vocab":
         rows, start = local_shape[0], rank * local_shape[0]
         real = max(0, min(start + rows, model.vocab_size) - start)
-        got = read(src.names[0], (slice(start, start + real),))
-        if real == rows:
-            return got
-        return torch.cat([got, got.new_zeros((rows - real, *got.shape[1:]))])  # padded rows
+        _put(param[:real], read(src.names[0], (slice(start, start + real),)), src.names[0])
+        param[real:].zero_()  # padded rows
+        return None
     if src.kind == "rows":
-        return read(src.names[0], (slice(0, local_shape[0]),))
-    full = tuple(stored_shape(src.names[0]))
+        return _put(param, read(src.names[0], (slice(0, local_shape[0]),)), src.names[0])
+    name = src.names[0]
+    full = tuple(stored_shape(name))
     full = full[::-1] if src.transposed else full
     split = [d for d, (a, b) in enumerate(zip(full, local_shape)) if a != b]
-    if not split:
-        whole = read(src.names[0], None)
-        return whole.t() if src.transposed else whole
-    dim = split[0]
-    if len(split) > 1 or full[dim] != local_shape[dim] * size:
-        return read(src.names[0], None)  # does not fit: the caller reports the shapes
-    n = local_shape[dim]
-    got = read(src.names[0], _span(dim, rank * n, (rank + 1) * n, src.transposed))
-    return got.t() if src.transposed else got
+    if not split or len(split) > 1 or full[split[0]] != local_shape[split[0]] * size:
+        whole = read(name, None)  # (a shape that does not fit is reported by _put)
+        return _put(param, whole.t() if src.transposed else whole, name)
+    dim, n = split[0], local_shape[split[0]]
+    got = read(name, _span(dim, rank * n, (rank + 1) * n, src.transposed))
+    return _put(param, got.t() if src.transposed else got, name)
 
 
-def _qkv(src: Source, local_shape, rank: int, size: int, model, read: Reader) -> torch.Tensor:
-    """Rows of the query groups this rank owns, interleaved as megatron-core lays them out."""
+def _fill_qkv(param: torch.Tensor, src: Source, rank: int, size: int, model, read: Reader) -> None:
+    """Rows of the query groups this rank owns, interleaved as megatron-core lays them out:
+    per group, its query heads, then its key head, then its value head."""
     d = model.kv_channels
     groups = model.num_query_groups or model.num_attention_heads
     per_group = model.num_attention_heads // groups
@@ -166,13 +185,24 @@ def _qkv(src: Source, local_shape, rank: int, size: int, model, read: Reader) ->
         width = model.num_attention_heads * d
         spans = [q_span, (width + kv_span[0], width + kv_span[1]), (2 * width + kv_span[0], 2 * width + kv_span[1])]
         parts = [read(src.names[0], _span(0, a, b, src.transposed)) for a, b in spans]
+        names = src.names * 3
     else:
         parts = [read(name, _span(0, *span, False)) for name, span in zip(src.names, (q_span, kv_span, kv_span))]
+        names = src.names
     if src.transposed:
         parts = [p.t() for p in parts]
-    n = g1 - g0
-    q, k, v = (p.reshape(n, -1, *p.shape[1:]) for p in parts)
-    return torch.cat([q, k, v], dim=1).reshape(local_shape)
+    n, rest = g1 - g0, tuple(param.shape[1:])
+    rows = (per_group + 2) * d
+    if param.shape[0] != n * rows:
+        raise ShapeMismatch(names[0], (sum(p.shape[0] for p in parts), *rest), tuple(param.shape))
+    grouped = param.view(n, rows, *rest)
+    offset = 0
+    for part, width_rows, name in zip(parts, (per_group * d, d, d), names):
+        if part.shape[0] != n * width_rows:
+            raise ShapeMismatch(name, tuple(part.shape), (n * width_rows, *rest))
+        _put(grouped[:, offset:offset + width_rows], part.reshape(n, width_rows, *part.shape[1:]), name)
+        offset += width_rows
+    return None
 
 
 # ---------------------------------------------------------------------------------- export
