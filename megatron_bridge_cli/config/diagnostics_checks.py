@@ -28,10 +28,9 @@ def check_profiling(cfg, world_size: int) -> list[str]:
     if p.profile_step_start < 1:
         problems.append(f"--profiling.profile_step_start ({p.profile_step_start}) must be at least 1 "
                         "(iterations are numbered from 1, as the log prints them)")
-    elif p.profile_step_end <= p.profile_step_start:
-        problems.append(f"--profiling.profile_step_end ({p.profile_step_end}) must be above "
-                        f"--profiling.profile_step_start ({p.profile_step_start}): the window [start, end) is "
-                        "empty; set end > start")
+    elif p.profile_step_start == p.profile_step_end:
+        problems.append(f"--profiling.profile_step_start and --profiling.profile_step_end are both "
+                        f"{p.profile_step_start}: the window [start, end) is empty; set end > start")
     iters = cfg.train.train_iters
     if iters is not None and p.profile_step_start > iters:
         problems.append(f"--profiling.profile_step_start ({p.profile_step_start}) is after the run's last iteration "

@@ -107,7 +107,7 @@ def _rows() -> list[Bad]:
                                             "--profiling.profile_step_end=3"], ["the window [start, end) is empty"]),
         Bad("diag-profiling-reversed-window", [D, "--profiling=pytorch", "--profiling.profile_step_start=6",
                                                "--profiling.profile_step_end=4"],
-            ["--profiling.profile_step_end (4) must be above --profiling.profile_step_start (6)"]),
+            ["--profiling.profile_step_start (6) is after --profiling.profile_step_end (4)"]),
         Bad("diag-profiling-rank", [D, "--world-size", "2", "--profiling=pytorch", "--profiling.profile_ranks", "0", "2"],
             ["--profiling.profile_ranks names rank(s) 2", "world size 2"]),
         Bad("diag-profiling-after-the-run", [D, "--profiling=pytorch", "--train.train_iters=5"],
