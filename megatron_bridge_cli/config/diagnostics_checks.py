@@ -2,7 +2,8 @@
 
 What needs a GPU says so here, before any process starts: Nsight Systems' capture range
 (cudaProfilerStart/Stop), the CUDA allocator's memory history, and nvidia-resiliency-ext's
-straggler detector (it times kernels through CUPTI).
+straggler detector (it times kernels through CUPTI). Value ranges (report intervals, the
+straggler threshold) are in range_checks.RANGES.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ def check_profiling(cfg, world_size: int) -> list[str]:
         problems.append("--profiling is on but records nothing: set --profiling.use_pytorch_profiler "
                         "(or --profiling=pytorch), --profiling.use_nsys_profiler (--profiling=nsys) or "
                         "--profiling.record_memory_history")
+    if p.use_nsys_profiler and p.use_pytorch_profiler:
+        problems.append("--profiling.use_nsys_profiler and --profiling.use_pytorch_profiler are both on; choose one")
+    if p.profile_step_start > p.profile_step_end:
+        problems.append(f"--profiling.profile_step_start ({p.profile_step_start}) is after "
+                        f"--profiling.profile_step_end ({p.profile_step_end})")
     if p.profile_step_start < 1:
         problems.append(f"--profiling.profile_step_start ({p.profile_step_start}) must be at least 1 "
                         "(iterations are numbered from 1, as the log prints them)")
@@ -51,13 +57,8 @@ def check_profiling(cfg, world_size: int) -> list[str]:
 
 
 def check_stragglers(cfg) -> list[str]:
-    s, n = cfg.straggler, cfg.nvrx_straggler
+    n = cfg.nvrx_straggler
     problems: list[str] = []
-    if s is not None:
-        if s.report_interval < 1:
-            problems.append(f"--straggler.report_interval ({s.report_interval}) must be at least 1")
-        if not s.threshold > 1:
-            problems.append(f"--straggler.threshold ({s.threshold}) must be above 1 (a factor of the median step time)")
     if n is not None:
         if not _cuda():
             problems.append("--nvrx_straggler needs a CUDA GPU: nvidia-resiliency-ext's detector times GPU kernels "
@@ -66,8 +67,6 @@ def check_stragglers(cfg) -> list[str]:
         if not (n.calc_relative_gpu_perf or n.calc_individual_gpu_perf):
             problems.append("--nvrx_straggler computes no score: turn on --nvrx_straggler.calc_relative_gpu_perf "
                             "or --nvrx_straggler.calc_individual_gpu_perf")
-        if not n.report_time_interval > 0:
-            problems.append(f"--nvrx_straggler.report_time_interval ({n.report_time_interval}) must be positive")
     return problems
 
 

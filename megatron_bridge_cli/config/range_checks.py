@@ -28,6 +28,12 @@ PROBABILITY = Rule(lambda v: 0 <= v <= 1, "a probability in [0, 1]")
 BETA = Rule(lambda v: 0 <= v < 1, "in [0, 1)")
 FRACTION = Rule(lambda v: 0 < v <= 1, "in (0, 1]")
 KEEP = Rule(lambda v: v == -1 or v >= 1, "-1 (keep all) or a whole number >= 1")
+AT_LEAST_ONE = Rule(lambda v: v >= 1, "at least 1")
+ONE_OR_MORE = Rule(lambda v: v >= 1, "1 or more")
+ZERO_OR_MORE = Rule(lambda v: v >= 0, "0 or more")
+SECONDS = Rule(lambda v: v > 0, "positive")
+ABOVE_ONE = Rule(lambda v: v > 1, "above 1 (a factor of the median step time)")
+INJECTION_RATE = Rule(lambda v: v >= 0, "0 (never) or a positive N (each check rejected with probability 1/N)")
 
 RANGES: dict[str, Rule] = {
     **{f"model.{n}": POSITIVE for n in (
@@ -69,6 +75,14 @@ RANGES: dict[str, Rule] = {
     "peft.alpha": POSITIVE_REAL,
     "peft.dropout": PROBABILITY,
     **{f"profiling.{n}": NON_NEGATIVE for n in ("profile_step_start", "profile_step_end")},
+    "rerun_state_machine.error_injection_rate": INJECTION_RATE,
+    **{f"ft.{n}": SECONDS for n in ("initial_heartbeat_timeout", "heartbeat_timeout", "check_interval",
+                                    "safety_factor")},
+    "ft.simulated_fault_iteration": ONE_OR_MORE,
+    "ft.simulated_fault_base_delay": ZERO_OR_MORE,
+    "straggler.report_interval": AT_LEAST_ONE,
+    "straggler.threshold": ABOVE_ONE,
+    "nvrx_straggler.report_time_interval": SECONDS,
 }
 
 

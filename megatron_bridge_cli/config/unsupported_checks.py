@@ -175,9 +175,6 @@ def _rerun_problems(cfg) -> list[str]:
             if _changed(r, name):
                 problems.append(f"--rerun_state_machine.{name} injects errors only with --rerun_state_machine."
                                 f"rerun_mode=validate_results (it is {r.rerun_mode}); set that mode or remove it")
-    if r.error_injection_rate < 0:
-        problems.append(f"--rerun_state_machine.error_injection_rate ({r.error_injection_rate}) must be 0 (never) "
-                        "or a positive N (each check rejected with probability 1/N)")
     ddp = getattr(cfg, "ddp", None)
     if r.rerun_mode != "disabled" and not (r.check_for_nan_in_loss or r.check_for_spiky_loss
                                            or getattr(ddp, "check_for_nan_in_grad", False)):

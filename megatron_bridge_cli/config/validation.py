@@ -200,14 +200,6 @@ def check_features(cfg) -> list[str]:
         # adapter checkpoints hold no base weights, so a resume (--checkpoint.load) needs them too
         problems.append("--peft needs base weights: set --checkpoint.pretrained_checkpoint (also when resuming "
                         "with --checkpoint.load: PEFT checkpoints hold only the adapters)")
-    p = cfg.profiling
-    if p is not None:
-        if p.profile_step_start > p.profile_step_end:
-            problems.append(
-                f"--profiling.profile_step_start ({p.profile_step_start}) is after --profiling.profile_step_end ({p.profile_step_end})"
-            )
-        if p.use_nsys_profiler and p.use_pytorch_profiler:
-            problems.append("--profiling.use_nsys_profiler and --profiling.use_pytorch_profiler are both on; choose one")
     if cfg.logger.tensorboard_dir and not _installed("tensorboard"):
         problems.append("--logger.tensorboard_dir needs TensorBoard: pip install '.[tensorboard]'")
     if cfg.logger.wandb_project and not _installed("wandb"):

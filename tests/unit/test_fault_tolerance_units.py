@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from megatron_bridge_cli.cli.parser import parse_globals, worker_argv
+from megatron_bridge_cli.config.range_checks import check_ranges
 from megatron_bridge_cli.config.resilience import FaultToleranceConfig, InProcessRestartConfig
 from megatron_bridge_cli.config.resilience_checks import INPROCESS_NEEDS, check_resilience
 from megatron_bridge_cli.training import fault_tolerance as ft
@@ -54,7 +55,7 @@ def test_ft_checks_name_the_flags():
     cfg = tiny_container()
     cfg.ft = FaultToleranceConfig(simulated_fault_rank=2, simulated_fault_iteration=0, heartbeat_timeout=1,
                                   check_interval=5)
-    problems = "\n".join(check_resilience(cfg, world_size=2))
+    problems = "\n".join(check_resilience(cfg, world_size=2) + check_ranges(cfg))  # (ranges: range_checks)
     assert "--ft.simulated_fault_rank (2) is not a rank of this job (0..1)" in problems
     assert "--ft.simulated_fault_iteration (0) must be 1 or more" in problems
     assert "--ft.check_interval (5) must be shorter than --ft.heartbeat_timeout (1)" in problems
