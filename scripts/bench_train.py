@@ -373,27 +373,37 @@ def bench_lora(nproc: int, iters: int, warmup: int, repeats: int) -> float:
     return mr
 
 
+def on_off_rows(label: str, off: str, on: str, run, repeats: int, warmup: int, title: str) -> tuple[dict, float]:
+    """Alternating off/on jobs (order swapped every pair), ``run(kind)`` giving one job's
+    per-iteration ms; prints each run, the best median and mean of each side and their ratios
+    on/off against the 1.02 target. Returns the best (median, mean) per side and the median ratio."""
+    results: dict[str, list] = {off: [], on: []}
+    for rep in range(repeats):
+        for kind in (off, on) if rep % 2 == 0 else (on, off):
+            times = run(kind)[warmup:]
+            results[kind].append((statistics.median(times), statistics.mean(times)))
+            print(f"  run {rep + 1} {kind:13s}: median {results[kind][-1][0]:8.1f} ms/iter, "
+                  f"mean {results[kind][-1][1]:8.1f}", flush=True)
+    best = {k: (min(v[0] for v in vals), min(v[1] for v in vals)) for k, vals in results.items()}
+    median_ratio, mean_ratio = best[on][0] / best[off][0], best[on][1] / best[off][1]
+    print(f"\n{title}, best of {repeats}")
+    print(f"{'':16s}{'median ms/iter':>16s}{'mean ms/iter':>14s}")
+    for k in (off, on):
+        print(f"{k:16s}{best[k][0]:16.1f}{best[k][1]:14.1f}")
+    print(f"{label} on/off ratio  median {median_ratio:.3f}  mean {mean_ratio:.3f}  (target <= 1.02) "
+          f"{'ok' if max(median_ratio, mean_ratio) <= 1.02 else 'ABOVE TARGET'}")
+    return best, median_ratio
+
+
 def bench_straggler(nproc: int, iters: int, warmup: int, repeats: int, interval: int) -> float:
     """Step time with --straggler off and on; prints the row and returns the median ratio on/off."""
-    results = {"straggler-off": [], "straggler-on": []}
     with tempfile.TemporaryDirectory() as out:
-        for rep in range(repeats):
-            for kind in ("straggler-off", "straggler-on") if rep % 2 == 0 else ("straggler-on", "straggler-off"):
-                times = run_side(kind, nproc, iters, out, str(interval))["times_ms"][warmup:]
-                results[kind].append((statistics.median(times), statistics.mean(times)))
-                print(f"  run {rep + 1} {kind:13s}: median {results[kind][-1][0]:8.1f} ms/iter, "
-                      f"mean {results[kind][-1][1]:8.1f}", flush=True)
-    best = {k: (min(v[0] for v in vals), min(v[1] for v in vals)) for k, vals in results.items()}
-    median_ratio = best["straggler-on"][0] / best["straggler-off"][0]
-    mean_ratio = best["straggler-on"][1] / best["straggler-off"][1]
-    print(f"\nstraggler detection: {nproc} processes, {iters} iterations (after {warmup}), a report every "
-          f"{interval} iterations, best of {repeats}")
-    print(f"{'':16s}{'median ms/iter':>16s}{'mean ms/iter':>14s}")
-    for k in ("straggler-off", "straggler-on"):
-        print(f"{k:16s}{best[k][0]:16.1f}{best[k][1]:14.1f}")
-    print(f"straggler on/off ratio  median {median_ratio:.3f}  mean {mean_ratio:.3f}  (target <= 1.02) "
-          f"{'ok' if max(median_ratio, mean_ratio) <= 1.02 else 'ABOVE TARGET'}")
-    return median_ratio
+        _, ratio = on_off_rows(
+            "straggler", "straggler-off", "straggler-on",
+            lambda kind: run_side(kind, nproc, iters, out, str(interval))["times_ms"], repeats, warmup,
+            f"straggler detection: {nproc} processes, {iters} iterations (after {warmup}), a report every "
+            f"{interval} iterations")
+    return ratio
 
 
 HEARTBEAT_RE = re.compile(r"^ft: rank 0 sent (\d+) heartbeats, ([0-9.]+) ms each on average", re.M)
@@ -416,32 +426,23 @@ def run_ft_side(kind: str, nproc: int, iters: int) -> tuple[list[float], float |
 
 def bench_ft(nproc: int, iters: int, warmup: int, repeats: int) -> float:
     """Step time with ft heartbeats off and on; prints the row and returns the median ratio on/off."""
-    results, heartbeat_ms = {"ft-off": [], "ft-on": []}, []
-    for rep in range(repeats):
-        for kind in ("ft-off", "ft-on") if rep % 2 == 0 else ("ft-on", "ft-off"):
-            times, hb = run_ft_side(kind, nproc, iters)
-            times = times[warmup:]
-            if hb is not None:
-                heartbeat_ms.append(hb)
-            results[kind].append((statistics.median(times), statistics.mean(times)))
-            print(f"  run {rep + 1} {kind:7s}: median {results[kind][-1][0]:8.1f} ms/iter, "
-                  f"mean {results[kind][-1][1]:8.1f}", flush=True)
-    best = {k: (min(v[0] for v in vals), min(v[1] for v in vals)) for k, vals in results.items()}
-    median_ratio = best["ft-on"][0] / best["ft-off"][0]
-    mean_ratio = best["ft-on"][1] / best["ft-off"][1]
-    print(f"\nft heartbeats: {nproc} processes, {iters} iterations (after {warmup}), a heartbeat per iteration, "
-          f"best of {repeats}")
-    print(f"{'':16s}{'median ms/iter':>16s}{'mean ms/iter':>14s}")
-    for k in ("ft-off", "ft-on"):
-        print(f"{k:16s}{best[k][0]:16.1f}{best[k][1]:14.1f}")
-    print(f"ft on/off ratio  median {median_ratio:.3f}  mean {mean_ratio:.3f}  (target <= 1.02) "
-          f"{'ok' if max(median_ratio, mean_ratio) <= 1.02 else 'ABOVE TARGET'}")
+    heartbeat_ms: list[float] = []
+
+    def run(kind: str) -> list[float]:
+        times, hb = run_ft_side(kind, nproc, iters)
+        if hb is not None:
+            heartbeat_ms.append(hb)
+        return times
+
+    best, ratio = on_off_rows("ft", "ft-off", "ft-on", run, repeats, warmup,
+                              f"ft heartbeats: {nproc} processes, {iters} iterations (after {warmup}), a heartbeat "
+                              "per iteration")
     # The A/B ratio above moves with other load on the machine; what ft adds to a step is the
     # heartbeat call, which rank 0 times itself: step + heartbeat over step, load-independent.
     hb = statistics.median(heartbeat_ms)
     print(f"ft heartbeat: {hb:.3f} ms per iteration (median of {len(heartbeat_ms)} jobs' means); "
           f"(step + heartbeat) / step = {(best['ft-off'][0] + hb) / best['ft-off'][0]:.4f}")
-    return median_ratio
+    return ratio
 
 
 def main() -> int:

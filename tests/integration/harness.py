@@ -38,6 +38,20 @@ TINY = {
 
 LOSS_RE = re.compile(r"^iteration\s+(\d+)/\s*(\d+) \|.*\| lm loss: ([0-9.E+-]+) \|", re.M)
 VAL_RE = re.compile(r"^validation loss at iteration (\d+)( on (validation|test) set)? \| lm loss value: ([0-9.E+-]+) \|", re.M)
+STEP_VALUES_RE = re.compile(r"^iteration\s+(\d+)/\s*\d+ \|.*\| learning rate: (\S+) \|.*\| lm loss: (\S+) \|"
+                            r".*\| grad norm: (\S+) \|", re.M)
+"""An iteration line's number, learning rate, loss and grad norm, as printed (compared exactly)."""
+
+
+def resumable_cli_args(iters: int) -> list[str]:
+    """A 2-rank ``bridge-train`` job of the tiny GPT whose resumed iterations log bit-identical
+    values (the crash and restart tests compare them with an uninterrupted run): no evaluation,
+    and the plain optimizer, whose state resumes exactly (the distributed one's only with Apex/TE)."""
+    return ["--nproc-per-node", "2", "--model.num_layers=2", "--model.hidden_size=64", "--model.ffn_hidden_size=256",
+            "--model.seq_length=64", "--train.global_batch_size=8", "--train.micro_batch_size=2",
+            f"--train.train_iters={iters}", "--logger.log_interval=1", "--dataset.num_workers=0",
+            "--train.eval_interval=null", "--train.eval_iters=0", "--scheduler.lr_warmup_iters=1",
+            "--optimizer.use_distributed_optimizer=false", "--ddp.use_distributed_optimizer=false"]
 
 
 def env() -> dict:

@@ -33,19 +33,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.integration.harness import job_processes, start_cli_job, still_running, worker_pids
+from tests.integration.harness import (
+    STEP_VALUES_RE, job_processes, resumable_cli_args, start_cli_job, still_running, worker_pids,
+)
 
 SEED = int(os.environ.get("BRIDGE_TRAIN_CRASH_SEED", "20240611"))
 KILLS = int(os.environ.get("BRIDGE_TRAIN_CRASH_KILLS", "20"))
 ITERS = 120  # more than 20 kills' worth of progress (~3 iterations each), so the chain never ends early
-ARGS = ["--nproc-per-node", "2", "--model.num_layers=2", "--model.hidden_size=64", "--model.ffn_hidden_size=256",
-        "--model.seq_length=64", "--train.global_batch_size=8", "--train.micro_batch_size=2",
-        f"--train.train_iters={ITERS}", "--logger.log_interval=1", "--dataset.num_workers=0",
-        "--train.eval_interval=null", "--train.eval_iters=0", "--scheduler.lr_warmup_iters=1",
-        # The plain optimizer: the distributed one's state resumes only with Apex/TE (README).
-        "--optimizer.use_distributed_optimizer=false", "--ddp.use_distributed_optimizer=false"]
-LINE_RE = re.compile(r"^iteration\s+(\d+)/\s*\d+ \|.*\| learning rate: (\S+) \|.*\| lm loss: (\S+) \|"
-                     r".*\| grad norm: (\S+) \|", re.M)
+ARGS = resumable_cli_args(ITERS)
+LINE_RE = STEP_VALUES_RE
 SAVED_RE = re.compile(r"successfully saved checkpoint at iteration\s+(\d+)")
 LOADED_RE = re.compile(r"loaded checkpoint (\S+) \(iteration (\d+)\)")
 

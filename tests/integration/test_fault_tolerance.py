@@ -23,18 +23,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import PYTHON, ROOT, env, job_processes, start_cli_job, still_running
+from tests.integration.harness import (
+    PYTHON, ROOT, STEP_VALUES_RE, env, job_processes, resumable_cli_args, start_cli_job, still_running,
+)
 
 pytest.importorskip("nvidia_resiliency_ext")
 
 ITERS = 12
-ARGS = ["--nproc-per-node", "2", "--model.num_layers=2", "--model.hidden_size=64", "--model.ffn_hidden_size=256",
-        "--model.seq_length=64", "--train.global_batch_size=8", "--train.micro_batch_size=2",
-        f"--train.train_iters={ITERS}", "--logger.log_interval=1", "--dataset.num_workers=0",
-        "--train.eval_interval=null", "--train.eval_iters=0", "--scheduler.lr_warmup_iters=1",
-        "--optimizer.use_distributed_optimizer=false", "--ddp.use_distributed_optimizer=false"]
-LINE_RE = re.compile(r"^iteration\s+(\d+)/\s*\d+ \|.*\| learning rate: (\S+) \|.*\| lm loss: (\S+) \|"
-                     r".*\| grad norm: (\S+) \|", re.M)
+ARGS = resumable_cli_args(ITERS)
+LINE_RE = STEP_VALUES_RE
 SET_RE = re.compile(r"ft: heartbeat timeouts set from observed intervals: initial ([\d.]+)s, subsequent ([\d.]+)s")
 WAITED_RE = re.compile(r"Did not get subsequent heartbeat\. Waited ([\d.]+) seconds")
 
