@@ -122,9 +122,9 @@ def _launch(g, cfg, argv: list[str]) -> int:
 
     if g.nproc_per_node < 1:
         raise ConfigError(f"--nproc-per-node ({g.nproc_per_node}) must be at least 1")
-    prepare(cfg, g.nproc_per_node * (g.nnodes or 1))  # fail here, once, before spawning workers
     if g.max_restarts is not None and g.max_restarts < 0:
         raise ConfigError(f"--max-restarts ({g.max_restarts}) must be 0 or more")
+    prepare(cfg, g.nproc_per_node * (g.nnodes or 1))  # fail here, once, before spawning workers
     from megatron_bridge_cli.cli.parser import worker_argv
 
     where = dict(nproc_per_node=g.nproc_per_node, nnodes=g.nnodes or 1, node_rank=g.node_rank or 0,

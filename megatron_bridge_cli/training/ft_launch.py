@@ -19,17 +19,15 @@ taken by ft_launcher's own parser as an abbreviation of its ``--ft-*`` options.)
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from typing import Optional, Sequence
 
 from megatron_bridge_cli.config.resilience import FaultToleranceConfig
-from megatron_bridge_cli.training.launch import LAUNCHER_PID_ENV, torchrun_args
+from megatron_bridge_cli.training.launch import failure_message, launcher_pid, torchrun_args
 
 __all__ = ["launch_with_ft", "ft_launcher_args"]
 
-_PROG = "bridge-train"
 WORKERS_STOP_TIMEOUT = 5
 """Seconds between SIGTERM and SIGKILL when ft_launcher stops workers to restart them (its default,
 30, is mostly spent waiting on ranks blocked in a collective with the hung one)."""
@@ -63,24 +61,15 @@ def launch_with_ft(ft: FaultToleranceConfig, **where) -> int:
     argv = list(where.pop("argv", ()))
     args = ftl.parse_args(ft_launcher_args(ft, argv=[], **where))
     args.training_script_args = argv
-    previous_pid = os.environ.get(LAUNCHER_PID_ENV)
-    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # workers die with the launcher (launch.die_with_launcher)
     try:
-        ftl.run(args)
+        with launcher_pid():  # workers die with the launcher (launch.die_with_launcher)
+            ftl.run(args)
         return 0
     except ChildFailedError as e:
         rank, first = e.get_first_failure()
-        code = first.exitcode
-        how = (f"was killed by {signal.Signals(-code).name}" if isinstance(code, int) and code < 0
-               else f"failed with exit code {code}")
+        message, code = failure_message(rank, first.exitcode, restarts=where.get("max_restarts", 0))
         sys.stdout.flush()
-        print(f"{_PROG}: worker rank {rank} {how} and --max-restarts ({where.get('max_restarts', 0)}) restarts "
-              f"are used up; the job stopped", file=sys.stderr, flush=True)
-        return code if isinstance(code, int) and code > 0 else 1
+        print(message, file=sys.stderr, flush=True)
+        return code
     except SignalException as e:
         return 128 + int(getattr(e, "sigval", signal.SIGTERM))
-    finally:
-        if previous_pid is None:
-            os.environ.pop(LAUNCHER_PID_ENV, None)
-        else:
-            os.environ[LAUNCHER_PID_ENV] = previous_pid

@@ -34,6 +34,7 @@ Why forking is safe here, and where it is not (``_start_method`` picks):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -241,16 +242,35 @@ class _NoLauncherTraceback(logging.Filter):
         return not str(record.msg).startswith("failed (exitcode")
 
 
-def _failure_message(rank: int, code) -> tuple[str, int]:
+def failure_message(rank: int, code, restarts: Optional[int] = None) -> tuple[str, int]:
+    """The line a failed job prints and its exit code, from the first failed worker's exit status;
+    ``restarts``: the --max-restarts that were used up (ft_launcher's jobs say so)."""
+    used_up = f" and --max-restarts ({restarts}) restarts are used up" if restarts is not None else ""
     if isinstance(code, int) and code < 0:  # killed by a signal; 128+N would read as `timeout`'s codes
         try:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
-        return f"{_PROG}: worker rank {rank} was killed by {name}; the job stopped", 1
+        return f"{_PROG}: worker rank {rank} was killed by {name}{used_up}; the job stopped", 1
     if isinstance(code, int) and code > 0:
-        return f"{_PROG}: worker rank {rank} failed with exit code {code}; the job stopped", code
-    return f"{_PROG}: worker rank {rank} failed (exit status {code!r}); the job stopped", 1
+        return f"{_PROG}: worker rank {rank} failed with exit code {code}{used_up}; the job stopped", code
+    return f"{_PROG}: worker rank {rank} failed (exit status {code!r}){used_up}; the job stopped", 1
+
+
+@contextlib.contextmanager
+def launcher_pid():
+    """LAUNCHER_PID_ENV names this process for the workers started inside (die_with_launcher),
+    restored after: the caller (a test, an embedding script) goes on, and its later children
+    are not our workers."""
+    previous_pid = os.environ.get(LAUNCHER_PID_ENV)
+    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # inherited by forked and exec'd workers alike
+    try:
+        yield
+    finally:
+        if previous_pid is None:
+            os.environ.pop(LAUNCHER_PID_ENV, None)
+        else:
+            os.environ[LAUNCHER_PID_ENV] = previous_pid
 
 
 def _elastic_config(args, start_method: str):
@@ -285,21 +305,20 @@ def launch_workers(*, nproc_per_node: int, nnodes: int = 1, node_rank: int = 0, 
         nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
         master_addr=master_addr, master_port=master_port, max_restarts=max_restarts, argv=list(argv),
     ))
-    previous_pid = os.environ.get(LAUNCHER_PID_ENV)
-    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # inherited by forked and exec'd workers alike
     quiet = _NoLauncherTraceback()
     pcontext_log = logging.getLogger(_PCONTEXT_MODULE)
     pcontext_log.addFilter(quiet)
     try:
-        if method == "fork":
-            config, _, _ = _elastic_config(args, "fork")
-            elastic_launch(config, _worker)(list(argv))
-        else:
-            torchrun.run(args)
+        with launcher_pid():
+            if method == "fork":
+                config, _, _ = _elastic_config(args, "fork")
+                elastic_launch(config, _worker)(list(argv))
+            else:
+                torchrun.run(args)
         return 0
     except ChildFailedError as e:
         rank, first = e.get_first_failure()
-        message, code = _failure_message(rank, first.exitcode)
+        message, code = failure_message(rank, first.exitcode)
         sys.stdout.flush()
         print(message, file=sys.stderr, flush=True)
         return code
@@ -308,8 +327,3 @@ def launch_workers(*, nproc_per_node: int, nnodes: int = 1, node_rank: int = 0, 
         return 128 + int(getattr(e, "sigval", signal.SIGTERM))
     finally:
         pcontext_log.removeFilter(quiet)
-        # the caller (a test, an embedding script) goes on; later children are not our workers
-        if previous_pid is None:
-            os.environ.pop(LAUNCHER_PID_ENV, None)
-        else:
-            os.environ[LAUNCHER_PID_ENV] = previous_pid

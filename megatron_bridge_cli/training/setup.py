@@ -23,7 +23,7 @@ import torch
 from megatron_bridge_cli.training.env import WorldInfo
 
 __all__ = ["TrainingState", "Built", "init_distributed", "set_seeds", "build_model", "build_optimizer",
-           "build_scheduler", "destroy_distributed", "unwrap", "on_cpu", "init_rerun_state_machine"]
+           "build_scheduler", "destroy_distributed", "unwrap", "on_cpu"]
 
 log = logging.getLogger(__name__)
 
@@ -139,13 +139,6 @@ def set_seeds(cfg) -> None:
         te_rng_tracker=cfg.rng.te_rng_tracker or cfg.model.use_te_rng_tracker,
         inference_rng_tracker=cfg.rng.inference_rng_tracker or cfg.model.inference_rng_tracker,
     )
-
-
-def init_rerun_state_machine(cfg) -> None:
-    """megatron-core's rerun state machine in --rerun_state_machine's mode (training/rerun.py)."""
-    from megatron_bridge_cli.training.rerun import init_rerun_state_machine as init
-
-    init(cfg)
 
 
 def unwrap(chunk):

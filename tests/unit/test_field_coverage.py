@@ -542,7 +542,7 @@ def test_params_norm_is_the_l2_norm_of_every_parameter_once(built):
 
 def test_the_nan_check_stops_on_nan_and_inf_and_only_when_asked(built):
     from megatron_bridge_cli.training.loop import NonFiniteLoss, guard_loss
-    from megatron_bridge_cli.training.setup import init_rerun_state_machine
+    from megatron_bridge_cli.training.rerun import init_rerun_state_machine
 
     final, _, _ = built
     init_rerun_state_machine(final)
@@ -559,7 +559,7 @@ def test_the_spiky_loss_check_warns_on_a_spike(built, caplog):
     """--rerun_state_machine.check_for_spiky_loss: a loss 10x the largest of the first 100 is
     reported (a warning: Megatron-LM's non-fatal check), and training goes on."""
     from megatron_bridge_cli.training.loop import SPIKY_LOSS_FACTOR, guard_loss
-    from megatron_bridge_cli.training.setup import init_rerun_state_machine
+    from megatron_bridge_cli.training.rerun import init_rerun_state_machine
 
     final, _, _ = built
     init_rerun_state_machine(final)
